@@ -1,0 +1,72 @@
+"Every tweak combination at depths 18 and 50: right shapes, a finite gradient on every parameter, slicing, pickling."
+import itertools, pickle, subprocess, sys
+import pytest, torch
+from torch import nn
+from xresnet_fa import xresnet, XResNet
+from fastai.vision.models import xresnet as fastai_xresnet
+
+SWITCHES = ['stride_3x3', 'deep_stem', 'avg_down', 'zero_bn']
+COMBOS = [dict(zip(SWITCHES, c)) for c in itertools.product([True, False], repeat=4)]
+
+
+@pytest.mark.parametrize('depth', [18, 50])
+@pytest.mark.parametrize('tweaks', COMBOS, ids=lambda t: '-'.join(k for k, v in t.items() if v) or 'none')
+def test_forward_backward(depth, tweaks):
+    torch.manual_seed(0)
+    m = xresnet(depth, n_out=7, **tweaks)
+    out = m(torch.randn(2, 3, 64, 61))
+    assert out.shape == (2, 7)
+    out.pow(2).sum().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        # with zero-gamma the residual convs start with zero gradient by design; otherwise every tensor learns
+        if not tweaks['zero_bn']: assert p.grad.abs().sum() > 0, name
+
+
+def test_zero_bn_block_outputs_shortcut_only():
+    m = xresnet(50).eval()
+    for block in m.stage_3:
+        x = torch.randn(1, block.residual[0].conv.in_channels, 14, 14)
+        with torch.no_grad(): assert torch.equal(block(x), block.act(block.shortcut(x)))
+
+
+def test_sliceable_where_fastai_is_not():
+    m = xresnet(18, n_out=4)
+    x = torch.randn(2, 3, 64, 64)
+    assert m[:-1](x).shape == (2, 512)
+    assert m[:4](x).shape == (2, 64, 16, 16)
+    assert isinstance(m[-1], nn.Linear)
+    with pytest.raises(TypeError): fastai_xresnet.xresnet18()[:4]
+
+
+def test_pickle_in_a_fresh_process(tmp_path):
+    torch.manual_seed(0)
+    m = xresnet(18, n_out=3, act_cls=nn.SiLU).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(): expected = m(x)
+    (tmp_path/'model.pkl').write_bytes(pickle.dumps(m))
+    torch.save(x, tmp_path/'x.pt')
+    code = ("import pickle, torch, sys; from pathlib import Path; d = Path(sys.argv[1]);"
+            "m = pickle.loads((d/'model.pkl').read_bytes()); assert type(m).__name__ == 'XResNet';"
+            "torch.save(m(torch.load(d/'x.pt')).detach(), d/'out.pt')")
+    subprocess.run([sys.executable, '-c', code, str(tmp_path)], check=True)
+    assert torch.equal(torch.load(tmp_path/'out.pt'), expected)
+
+
+def test_input_channels_checked():
+    with pytest.raises(ValueError, match=r'expects a batch of shape \(N, 3, H, W\); got shape \(3, 32, 32\)'):
+        xresnet(18)(torch.randn(3, 32, 32))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(ks=4), 'ks must be odd'), (dict(ks=0), 'ks must be'), (dict(c_in=0), 'c_in'), (dict(n_out=0), 'n_out'),
+    (dict(p=-0.1), r'p \(dropout'), (dict(p=1), r'p \(dropout'), (dict(widths=(8,)), 'widths needs one width per stage'),
+    (dict(stem_widths=()), 'stem_widths must be a non-empty'), (dict(act_cls=nn.ReLU()), 'act_cls'),
+    (dict(n_out=2.0), 'n_out must be a whole number'),
+])
+def test_bad_configuration_fails_at_build(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match): xresnet(18, **kwargs)
+
+
+def test_unknown_depth():
+    with pytest.raises(ValueError, match=r'depth must be one of \[18, 34, 50, 101, 152\]; got 20'): xresnet(20)
