@@ -100,3 +100,14 @@ def test_data_parallel_two_cpu_processes(digits, tmp_path):
     assert 'rank 0/2 finished' in r.stdout and 'rank 1/2 finished' in r.stdout, r.stdout[-2000:]
     assert [p.name for p in tmp_path.rglob('export.pkl')] == ['export.pkl']
     assert json.loads((tmp_path/'out'/'metrics.json').read_text())['world_size'] == 2
+
+
+def test_train_from_a_local_weights_file(digits, tmp_path):
+    "--pretrained FILE: fastai's vision_learner with our weights, ImageNet normalisation, fine_tune"
+    import torch
+    from xresnet_fa import xresnet18
+    torch.save(xresnet18().state_dict(), tmp_path/'w.pth')
+    r = cli('train', '--data', digits, '--epochs', 1, '--size', 16, '--pretrained', tmp_path/'w.pth', '--out', tmp_path/'out')
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((tmp_path/'out'/'metrics.json').read_text())
+    assert m['pretrained'] == str(tmp_path/'w.pth') and len(m['epochs']) >= 1
