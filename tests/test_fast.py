@@ -1,10 +1,10 @@
 "The fast path computes the same function; the speed benchmark runs (a smoke run: tiny sizes, one repeat)."
-import json, subprocess, sys
+import json, re, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from torch import nn
-from xresnet_fa import xresnet
-from xresnet_fa.fast import fuse
+from xresnet_fa import XResNet, xresnet
+from xresnet_fa.fast import export_onnx, fast_inference, fold_bn, fuse
 from conftest import randomize
 
 
@@ -31,3 +31,48 @@ def test_speed_benchmark_smoke(tmp_path):
     assert set(res['ratios']) >= {'train ours/fastai', 'train ours/timm', 'infer fused ours/fastai eager', 'infer compiled ours/fastai eager'}
     assert all(res[k]['median'] > 0 for k in ('train xresnet_fa', 'train fastai', 'train timm', 'infer xresnet_fa fused', 'infer xresnet_fa compiled'))
     assert set(res['peak train memory MiB']) == {'xresnet_fa', 'fastai', 'timm'}
+
+
+def test_export_onnx_from_the_package(tmp_path):
+    "export_onnx needs nothing the notebook imported (it once used Path without importing it); onnxruntime agrees, any batch"
+    ort = pytest.importorskip('onnxruntime')
+    m = randomize(xresnet(18, n_out=3), seed=1)
+    path = export_onnx(fuse(m, channels_last=False), str(tmp_path/'m.onnx'), size=32)
+    assert path == tmp_path/'m.onnx' and path.is_file()
+    x = torch.randn(3, 3, 32, 32)
+    (out,) = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'image': x.numpy()})
+    with torch.inference_mode(): ref = m(x)
+    assert (torch.from_numpy(out) - ref).abs().max()/ref.abs().max() < 1e-4
+
+
+def test_fold_bn_without_affine():
+    conv, bn = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8, affine=False).eval()
+    bn.running_mean.normal_(); bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad(): assert torch.allclose(fold_bn(conv, bn)(x), bn(conv(x)), atol=1e-5)
+
+
+small = lambda: xresnet(18, widths=(4, 4, 4, 4), stem_widths=(4,))
+conv8 = lambda: nn.Conv2d(3, 8, 3)
+
+@pytest.mark.parametrize('call, error, message', [
+    (lambda: fold_bn(conv8(), nn.BatchNorm2d(4)), ValueError, 'conv has 8 output channels but bn normalises 4'),
+    (lambda: fold_bn(nn.BatchNorm2d(8), conv8()), TypeError, 'needs an nn.Conv2d and the nn.BatchNorm2d after it; got a module (BatchNorm2d)'),
+    (lambda: fold_bn(nn.Conv1d(3, 8, 3), nn.BatchNorm1d(8)), TypeError, 'got a module (Conv1d), a module (BatchNorm1d)'),
+    (lambda: fold_bn(conv8(), None), TypeError, 'None (NoneType)'),
+    (lambda: fold_bn(conv8(), nn.BatchNorm2d(8, track_running_stats=False)), ValueError, 'track_running_stats=False'),
+    (lambda: fuse(None), TypeError, 'model must be an nn.Module instance (a network); got None (NoneType)'),
+    (lambda: fuse(small().state_dict()), TypeError, 'model must be an nn.Module instance (a network); got a dict of'),
+    (lambda: fast_inference(XResNet), TypeError, 'got the class XResNet; build one'),
+    (lambda: fuse(nn.Sequential(conv8(), nn.BatchNorm2d(8))), ValueError, 'found no conv+BatchNorm blocks to fold'),
+    (lambda: fuse(fuse(small())), ValueError, 'is it fused already?'),
+    (lambda: fuse(small(), channels_last=1), TypeError, 'channels_last must be True or False; got 1 (int)'),
+    (lambda: fast_inference(small(), compile='no'), TypeError, "compile must be True or False; got 'no' (str)"),
+    (lambda: export_onnx(nn.Linear(2, 3), 'm.onnx'), TypeError, 'needs an XResNet (or fuse(XResNet)); got a module (Linear)'),
+    (lambda: export_onnx(small().stage_1, 'm.onnx'), TypeError, 'needs an XResNet (or fuse(XResNet))'),
+    (lambda: export_onnx(small(), 'm.onnx', size='8'), TypeError, "size must be a whole number >= 1; got '8' (str)"),
+    (lambda: export_onnx(small(), 'm.onnx', size=0), ValueError, 'size must be a whole number >= 1; got 0'),
+    (lambda: export_onnx(small(), None), TypeError, 'path must be an .onnx file path; got None'),
+])
+def test_bad_arguments_are_refused_saying_what_is_right(call, error, message):
+    with pytest.raises(error, match=re.escape(message)): call()

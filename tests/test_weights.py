@@ -1,9 +1,12 @@
 "Weights: timm <-> ours at every depth, both directions; files; wrong checkpoints refused; missing timm; fastai's format."
-import os, subprocess, sys
+import os, re, subprocess, sys
+from pathlib import Path
 import pytest, timm, torch
+from torch import nn
 from fastai.vision.models import xresnet as fastai_xresnet
 from xresnet_fa import xresnet
-from xresnet_fa.weights import CheckpointError, to_ours, to_timm
+from xresnet_fa.weights import (CheckpointError, adapt, check_fits, fastai_name, imagenet_state_dict, load_pretrained, naming,
+                                read_checkpoint, rename, timm_name, to_ours, to_timm)
 from conftest import max_diff, randomize
 
 DEPTHS = [18, 34, 50, 101, 152]
@@ -73,3 +76,34 @@ def test_offline_error_is_quick(tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=60,
                        env={**os.environ, 'HF_HUB_CACHE': str(tmp_path), 'HF_HUB_OFFLINE': '1'})
     assert 'pretrained=False' in r.stdout, r.stdout + r.stderr
+
+
+net = xresnet(18, widths=(4, 4, 4, 4), stem_widths=(4,))
+sd = net.state_dict()
+
+@pytest.mark.parametrize('call, error, message', [
+    *[(lambda f=f: f(net), TypeError, 'sd must be a state dict (name -> tensor) such as model.state_dict(); got a module (XResNet)')
+      for f in (naming, to_timm)],
+    *[(lambda f=f: f(net, sd), TypeError, 'sd must be a state dict') for f in (to_ours, rename, adapt, check_fits)],  # swapped
+    *[(lambda f=f: f(None, net), TypeError, 'got None (NoneType)') for f in (to_ours, rename, adapt, check_fits)],
+    *[(lambda f=f: f({}, net), CheckpointError, 'sd is empty') for f in (to_ours, rename, adapt, check_fits)],
+    (lambda: naming({}), CheckpointError, 'sd is empty'),
+    *[(lambda f=f: f(sd, None), TypeError, 'model must be an nn.Module instance (a network); got None') for f in (to_ours, rename, adapt, check_fits)],
+    (lambda: to_ours({'model': {}}, net), CheckpointError, 'sd is empty'),
+    (lambda: check_fits({**sd, 'fc.bias': 3}, net), TypeError, "sd['fc.bias'] must be a tensor; got 3 (int)"),
+    (lambda: naming({0: torch.zeros(1)}), TypeError, 'sd must map tensor names (str) to tensors; got the key 0 (int)'),
+    (lambda: adapt(sd, nn.Linear(2, 3)), TypeError, 'model must be an XResNet, such as xresnet50(); got a module (Linear)'),
+    (lambda: to_ours(sd, nn.Linear(2, 3)), TypeError, 'model must be an XResNet'),
+    (lambda: timm_name(123), TypeError, "name must be a tensor name (str) such as 'stem_1.conv.weight'; got 123 (int)"),
+    (lambda: fastai_name(None, ['stem_1']), TypeError, 'name must be a tensor name (str)'),
+    (lambda: fastai_name('0.0.weight', None), TypeError, "children must be the model's top-level module names"),
+    (lambda: imagenet_state_dict([18]), ValueError, 'ImageNet weights exist for depths [18, 34, 50, 101, 152]; got [18]'),
+    (lambda: read_checkpoint(Path(__file__).parent), IsADirectoryError, 'is a folder; give a weights file'),
+    *[(lambda bad=bad: read_checkpoint(bad), TypeError, f'path must be a file path (str or Path); got {bad}') for bad in (None, 123)],
+    *[(lambda bad=bad: load_pretrained(net, 18, bad), TypeError, f'pretrained must be True or a weights file path; got {bad} (nothing to load)')
+      for bad in (False, None)],
+    (lambda: xresnet(18, pretrained=1.5), TypeError, 'pretrained must be True or a weights file path; got 1.5 (float)'),
+    (lambda: load_pretrained(None, 18, 'w.pth'), TypeError, 'model must be an nn.Module instance'),
+])
+def test_bad_arguments_are_refused_saying_what_is_right(call, error, message):
+    with pytest.raises(error, match=re.escape(message)): call()
