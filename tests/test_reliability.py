@@ -132,6 +132,20 @@ def test_decompression_bomb_is_skipped(tmp_path, capsys):
     assert_skipped(tmp_path, capsys, 'a/bomb.png', 'DecompressionBombError')
 
 
+def test_train_val_layout_with_a_class_whose_training_images_are_all_unreadable(tmp_path, capsys):
+    "train/ + val/ (the name many datasets use) is a presplit folder; a class with no readable training image is refused, saying why"
+    images(tmp_path/'data'/'train'); images(tmp_path/'data'/'val', n=3)
+    status, err, m = run_train(tmp_path/'data', tmp_path/'out', capsys)
+    assert status == 0 and 'ignored' not in err and 'skipped' not in err, err
+    assert (m['n_train'], m['n_valid'], m['classes']) == (16, 6, ['a', 'b'])
+    (tmp_path/'data'/'val'/'c').mkdir(); images(tmp_path/'data'/'val', classes=('c',), n=2)
+    (tmp_path/'data'/'train'/'c').mkdir()
+    for i in range(3): (tmp_path/'data'/'train'/'c'/f'{i}.png').write_bytes(b'')
+    status, err, _ = run_train(tmp_path/'data', tmp_path/'out2', capsys)
+    assert status == 2 and err.count('\n') == 1, err
+    assert "val/ has classes with no training images: ['c'] (train/c has 3 image files, none readable, e.g. 0.png: not an image PIL can read)" in err, err
+
+
 def test_no_readable_image_is_refused(tmp_path, capsys):
     data = tmp_path/'data'
     for c in 'ab':
@@ -161,7 +175,11 @@ def saved(out: Path) -> dict:
 
 
 def max_abs_diff(a: dict, b: dict) -> float:
-    "Largest difference between two checkpoints' weights and optimiser states"
+    "Largest difference between two checkpoints' weights and optimiser states (whose step counts and hyper-parameters must be equal)"
+    assert a['epoch'] == b['epoch'] and list(a['model']) == list(b['model']) and len(a['opt']['state']) == len(b['opt']['state'])
+    assert a['opt']['hypers'] == b['opt']['hypers']
+    assert [{k: v for k, v in s.items() if not torch.is_tensor(v)} for s in a['opt']['state']] == \
+           [{k: v for k, v in s.items() if not torch.is_tensor(v)} for s in b['opt']['state']]  # steps, weight-decay flags
     w = max((a['model'][k].double() - b['model'][k].double()).abs().max().item() for k in a['model'])
     o = max((x.double() - sb[k].double()).abs().max().item()
             for sa, sb in zip(a['opt']['state'], b['opt']['state']) for k, x in sa.items() if torch.is_tensor(x))
@@ -246,6 +264,22 @@ def test_fine_tune_resumed_inside_either_fit_equals_uninterrupted(small, tmp_pat
         assert max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/f'cut{stop}')) <= 1e-6
 
 
+@pytest.mark.parametrize('options', [dict(channels_last=True), dict(lr='find')], ids=['channels-last', 'lr-find'])
+def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options):
+    run = dict(data=small, epochs=3, size=16, bs=8, **options)
+    train(**run, out=tmp_path/'full')
+    class Stop(RunCallback):
+        order = 80
+        def after_epoch(self):
+            if self.run_epoch == 1: raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt): train(**run, out=tmp_path/'cut', cbs=[Stop()])
+    m = train(**run, out=tmp_path/'cut', resume=True)
+    assert m['resumed_from_epoch'] == 2 and max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/'cut')) <= 1e-6
+    again = train(**run, out=tmp_path/'cut', resume=True)  # all epochs done: nothing trains, the records and export are rewritten
+    assert again['resumed_from_epoch'] == 3 and again['accuracy'] == m['accuracy'] and (tmp_path/'cut'/'export.pkl').exists()
+    assert max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/'cut')) <= 1e-6
+
+
 def test_resume_refuses_other_settings(small, tmp_path, capsys):
     assert main(['train', '--data', str(small), '--out', str(tmp_path/'out'), '--epochs', '1', '--size', '8', '--bs', '8']) == 0
     capsys.readouterr()
@@ -278,7 +312,7 @@ def test_checkpoint_that_would_run_code_is_refused_and_nothing_runs(small, tmp_p
     torch.save({'format': 'xresnet_fa-run-1', 'payload': RunsCode(tmp_path/'pwned')}, tmp_path/'out'/'checkpoint.pth')
     assert main(['train', '--data', str(small), '--out', str(tmp_path/'out'), '--resume']) == 2
     err = capsys.readouterr().err
-    assert err.count('\n') == 1 and 'weights_only' in err, err
+    assert err.count('\n') == 1 and 'refused' in err and 'which could run code when loaded' in err and 'weights_only=True' in err, err
     assert not (tmp_path/'pwned').exists()
 
 
@@ -298,5 +332,17 @@ def test_non_finite_loss_stops_naming_epoch_and_batch_and_keeps_the_checkpoint(s
     assert state['epoch'] == 1 and all(torch.isfinite(v.float()).all() for v in state['model'].values())
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['error'] == msg and len(m['epochs']) == 1 and not (tmp_path/'out'/'export.pkl').exists()
-    train(small, epochs=3, size=16, bs=8, out=tmp_path/'out', resume=True)  # the kept checkpoint resumes
-    assert saved(tmp_path/'out')['epoch'] == 3
+    m = train(small, epochs=3, size=16, bs=8, lr=1e-3, out=tmp_path/'out', resume=True)  # the kept checkpoint resumes, at a lower rate
+    assert saved(tmp_path/'out')['epoch'] == 3 and m['resume_changes'] == {'lr': {'was': 5e-3, 'now': 1e-3}}
+
+
+def test_non_finite_loss_from_the_command_line_is_one_line_and_exit_1(small, tmp_path):
+    "The real command, with the corrupt batch added to its callbacks"
+    code = ("import sys, xresnet_fa.train as t\nfrom test_reliability import CorruptBatch\nrun = t.train\n"
+            "t.train = lambda *a, **k: run(*a, **{**k, 'cbs': [CorruptBatch()]})\nfrom xresnet_fa.cli import main\n"
+            f"sys.exit(main(['train', '--data', {str(small)!r}, '--out', {str(tmp_path/'out')!r}, '--epochs', '3', '--size', '16', '--bs', '8']))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600, cwd=Path(__file__).parent)
+    assert r.returncode == 1, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('xresnet-fa: training stopped: the training loss is nan at epoch 1, training batch 3 of 15'), r.stderr[-3000:]
+    assert 'Traceback' not in r.stderr and f"is {tmp_path/'out'/'checkpoint.pth'}" in last
