@@ -265,7 +265,8 @@ def test_fine_tune_resumed_inside_either_fit_equals_uninterrupted(small, tmp_pat
 
 
 @pytest.mark.parametrize('options', [dict(channels_last=True), dict(lr='find')], ids=['channels-last', 'lr-find'])
-def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options):
+def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the working folder (fastai's lr_find saves weights under ./models)
     run = dict(data=small, epochs=3, size=16, bs=8, **options)
     train(**run, out=tmp_path/'full')
     class Stop(RunCallback):
@@ -278,6 +279,7 @@ def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_
     again = train(**run, out=tmp_path/'cut', resume=True)  # all epochs done: nothing trains, the records and export are rewritten
     assert again['resumed_from_epoch'] == 3 and again['accuracy'] == m['accuracy'] and (tmp_path/'cut'/'export.pkl').exists()
     assert max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/'cut')) <= 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cut', 'full']
 
 
 def test_resume_refuses_other_settings(small, tmp_path, capsys):
