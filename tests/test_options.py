@@ -100,7 +100,7 @@ BAD_CALLS = [  # (builder, args, kwargs, what the message must say)
     (stem, (), dict(ks=2, deep_stem=False), 'ks must be odd'),
     (stem, (), dict(deep_stem='no'), "deep_stem must be True or False; got 'no'"),
     (stage, (8, 8, 1), dict(act_cls=None), 'act_cls must be an element-wise activation class'),
-    (count_params, (None,), {}, 'm must be an nn.Module instance; got None'),
+    (count_params, (None,), {}, 'm must be an nn.Module instance'),
     (count_macs, (nn.Identity(),), dict(size=(8,)), r'size must be a whole number >= 1 or a pair \(H, W\) of them; got \(8,\)'),
     (count_macs, (nn.Identity(),), dict(c_in=0), 'c_in must be a whole number >= 1; got 0'),
     (summary, (nn.Linear(2, 2),), {}, 'summary needs an XResNet, such as xresnet50\\(\\); got Linear'),

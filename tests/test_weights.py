@@ -88,7 +88,7 @@ sd = net.state_dict()
     *[(lambda f=f: f(None, net), TypeError, 'got None (NoneType)') for f in (to_ours, rename, adapt, check_fits)],
     *[(lambda f=f: f({}, net), CheckpointError, 'sd is empty') for f in (to_ours, rename, adapt, check_fits)],
     (lambda: naming({}), CheckpointError, 'sd is empty'),
-    *[(lambda f=f: f(sd, None), TypeError, 'model must be an nn.Module instance (a network); got None') for f in (to_ours, rename, adapt, check_fits)],
+    *[(lambda f=f: f(sd, None), TypeError, 'model must be an nn.Module instance (a layer or a network); got None') for f in (to_ours, rename, adapt, check_fits)],
     (lambda: to_ours({'model': {}}, net), CheckpointError, 'sd is empty'),
     (lambda: check_fits({**sd, 'fc.bias': 3}, net), TypeError, "sd['fc.bias'] must be a tensor; got 3 (int)"),
     (lambda: naming({0: torch.zeros(1)}), TypeError, 'sd must map tensor names (str) to tensors; got the key 0 (int)'),
