@@ -7,48 +7,11 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/conv.html.md"""
 # %% ../nbs/00_conv.ipynb #dfa6e4c8
 from __future__ import annotations
 from collections import OrderedDict
-from collections.abc import Sequence
-from numbers import Integral
-import reprlib
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['MAX_INT', 'check_int', 'check_ints', 'check_bool', 'conv_out_size', 'check_ks', 'conv', 'check_module',
-           'init_weights', 'check_act', 'make_act', 'conv_block']
-
-# %% ../nbs/00_conv.ipynb #057e32d1
-MAX_INT = 2**63 - 1  # torch's sizes are int64: past this it overflows, naming no argument
-
-def check_int(name: str, # argument name, as the user typed it
-              value, # the value the user passed
-              low: int=1, # smallest allowed value
-              high: int=MAX_INT, # largest allowed value
-             ) -> int:
-    "Return `value` if it is a whole number in [low, high], else raise an error that names `name`"
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be a whole number >= {low}; got {value!r} ({type(value).__name__})")
-    if value < low: raise ValueError(f"{name} must be a whole number >= {low}; got {value}")
-    if value > high: raise ValueError(f"{name} must be a whole number <= {high}; got {value}")
-    return int(value)
-
-# %% ../nbs/00_conv.ipynb #0586e1c2
-def check_ints(name: str, # argument name
-               seq, # the value the user passed
-               example: str='(32, 32, 64)', # a valid value, shown in the message
-              ) -> list[int]:
-    "Return `seq` as a list if it is a non-empty sequence of whole numbers >= 1, else an error naming `name` or `name[i]`"
-    if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence) or len(seq) == 0:
-        raise TypeError(f"{name} must be a non-empty list of whole numbers >= 1 such as {example}; got {seq!r}")
-    return [check_int(f'{name}[{i}]', v) for i, v in enumerate(seq)]
-
-# %% ../nbs/00_conv.ipynb #e61fa3e0
-def check_bool(name: str, # argument name
-               value, # the value the user passed
-              ) -> bool:
-    "Return `value` if it is True or False, else a TypeError naming `name`"
-    if not isinstance(value, bool): raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
-    return value
+__all__ = ['conv_out_size', 'conv', 'init_weights', 'make_act', 'conv_block']
 
 # %% ../nbs/00_conv.ipynb #5f62158d
 def conv_out_size(n: int, # input side length
@@ -57,16 +20,7 @@ def conv_out_size(n: int, # input side length
                   p: int=0, # padding
                  ) -> int:
     "Side length after a conv or pool: floor((n + 2p - f) / s) + 1"
-    check_int('n', n); check_int('f', f); check_int('s', s); check_int('p', p, low=0)
-    if f > n + 2*p: raise ValueError(f"the kernel f={f} must fit in the padded side n + 2p = {n + 2*p}; got n={n}, p={p}")
     return (n + 2*p - f)//s + 1
-
-# %% ../nbs/00_conv.ipynb #cf0d05d6
-def check_ks(ks) -> int:
-    "Return `ks` if it is an odd whole number, else raise an error saying which odd sizes are near"
-    if check_int('ks', ks) % 2 == 0:
-        raise ValueError(f"ks must be odd so that padding ks//2 keeps the output centred; got ks={ks}, try {ks-1} or {ks+1}")
-    return ks
 
 # %% ../nbs/00_conv.ipynb #fdf3184e
 def conv(c_in: int, # input channels
@@ -76,56 +30,22 @@ def conv(c_in: int, # input channels
          bias: bool=False, # add a bias (not needed when BatchNorm follows)
         ) -> nn.Conv2d:
     "`ks`x`ks` conv with padding ks//2: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))"
-    check_int('c_in', c_in); check_int('c_out', c_out); check_int('stride', stride); check_ks(ks); check_bool('bias', bias)
     return init_weights(nn.Conv2d(c_in, c_out, ks, stride=stride, padding=ks//2, bias=bias))
-
-# %% ../nbs/00_conv.ipynb #db9412c7
-def _got(v) -> str:
-    "A value the user passed, as error messages show it: short (a state dict is not printed whole), with its type"
-    if isinstance(v, type): return f"the class {v.__name__}"
-    if isinstance(v, nn.Module): return f"a module ({type(v).__name__})"
-    if isinstance(v, dict): return f"a dict of {len(v)} entries ({type(v).__name__})"
-    return f"{reprlib.repr(v)} ({type(v).__name__})"
-
-def check_module(name: str, # argument name
-                 m, # the value the user passed
-                ) -> nn.Module:
-    "Return `m` if it is an nn.Module instance (a layer or a network), else a TypeError naming `name`"
-    if isinstance(m, nn.Module): return m
-    hint = f"; build one first, e.g. {m.__name__}(...)" if isinstance(m, type) else ''
-    raise TypeError(f"{name} must be an nn.Module instance (a layer or a network); got {_got(m)}{hint}")
 
 # %% ../nbs/00_conv.ipynb #33e4d954
 def init_weights(m: nn.Module, # a layer or a whole network
                 ) -> nn.Module:
     "Kaiming-normal weights and zero biases for every conv and linear layer in `m`; return `m`"
-    for layer in check_module('m', m).modules():
+    for layer in m.modules():
         if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
             nn.init.kaiming_normal_(layer.weight)
             if layer.bias is not None: nn.init.zeros_(layer.bias)
     return m
 
-# %% ../nbs/00_conv.ipynb #4f356de1
-def check_act(act_cls) -> type[nn.Module]:
-    "Return `act_cls` if `act_cls()` is a module that keeps a tensor's shape (an activation), else an error saying what would work"
-    want = "act_cls must be an element-wise activation class such as nn.ReLU (it must keep the shape)"
-    if isinstance(act_cls, nn.Module): raise TypeError(f"{want}: pass the class {type(act_cls).__name__}, not an instance; got {act_cls!r}")
-    if not callable(act_cls): raise TypeError(f"{want}; got {act_cls!r} ({type(act_cls).__name__})")
-    name, x = act_cls.__name__ if isinstance(act_cls, type) else repr(act_cls), torch.linspace(-2, 2, 27).reshape(1, 3, 3, 3)
-    try:
-        act = act_cls()
-        if not isinstance(act, nn.Module): raise TypeError(f"it returned {act!r} ({type(act).__name__}), not an nn.Module")
-        with torch.no_grad(), torch.random.fork_rng(devices=[]): ys = [act.train(mode)(x.clone()) for mode in (True, False)]
-    except Exception as e: raise TypeError(f"{want}; {name}() failed on a {tuple(x.shape)} tensor: {type(e).__name__}: {e}") from e
-    for y in ys:
-        if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-            raise ValueError(f"{want}; {name} changed {tuple(x.shape)} to {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
-    return act_cls
-
 # %% ../nbs/00_conv.ipynb #b23b1efe
 def make_act(act_cls: type[nn.Module]) -> nn.Module:
     "An activation module: nn.ReLU in place (safe after BatchNorm or a sum), any other class as act_cls()"
-    return nn.ReLU(inplace=True) if check_act(act_cls) is nn.ReLU else act_cls()
+    return nn.ReLU(inplace=True) if act_cls is nn.ReLU else act_cls()
 
 # %% ../nbs/00_conv.ipynb #5967ce02
 def conv_block(c_in: int, # input channels
@@ -136,8 +56,7 @@ def conv_block(c_in: int, # input channels
                zero_bn: bool=False, # start BatchNorm's scale (gamma) at 0 instead of 1
               ) -> nn.Sequential:
     "conv -> BatchNorm -> activation: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))"
-    layers = OrderedDict(conv=conv(c_in, c_out, ks, stride))  # first: it checks c_out before BatchNorm uses it
-    layers['bn'] = nn.BatchNorm2d(c_out)  # beta starts at 0, gamma at 1 ...
-    if check_bool('zero_bn', zero_bn): nn.init.zeros_(layers['bn'].weight)  # ... or at 0 (zero-gamma, Sec. 3.1)
+    layers = OrderedDict(conv=conv(c_in, c_out, ks, stride), bn=nn.BatchNorm2d(c_out))  # BatchNorm: beta 0, gamma 1 ...
+    if zero_bn: nn.init.zeros_(layers['bn'].weight)  # ... or gamma 0: zero-gamma (Sec. 3.1)
     if act_cls is not None: layers['act'] = make_act(act_cls)
     return nn.Sequential(layers)

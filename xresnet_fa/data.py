@@ -11,7 +11,7 @@ from numbers import Real
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .conv import check_int
+from .checks import check_int
 
 # %% auto #0
 __all__ = ['cache_dir', 'digits_folder']

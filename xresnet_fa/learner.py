@@ -13,7 +13,7 @@ from fastcore.foundation import L
 from fastai.torch_core import params
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import model_meta
-from .conv import _got
+from .checks import got
 from .xresnet import XResNet, xresnet18, xresnet34, xresnet50, xresnet101, xresnet152
 
 # %% auto #0
@@ -30,7 +30,7 @@ def xresnet_split(m: nn.Module, # an XResNet, or fastai's nn.Sequential(body, he
                  ) -> L:
     "Three parameter groups for fastai: stem, stages, head"
     if not isinstance(m, XResNet) and not (isinstance(m, nn.Module) and hasattr(m, '__getitem__')):
-        raise TypeError(f"xresnet_split expects an XResNet or fastai's nn.Sequential(body, head) built from one; got {_got(m)}")
+        raise TypeError(f"xresnet_split expects an XResNet or fastai's nn.Sequential(body, head) built from one; got {got(m)}")
     body, head = (m[:-4], m[-4:]) if isinstance(m, XResNet) else (m[0], m[1:])
     n = _stem_end(body)
     return L(body[:n], body[n:], head).map(params)
@@ -39,7 +39,7 @@ def xresnet_split(m: nn.Module, # an XResNet, or fastai's nn.Sequential(body, he
 def _check_arch(arch):
     "`arch` if fastai can call it as arch(pretrained=...), else a TypeError"
     if callable(arch) and not isinstance(arch, nn.Module): return arch
-    raise TypeError(f"arch must be a function arch(pretrained=...) -> XResNet, such as xresnet18; got {_got(arch)}")
+    raise TypeError(f"arch must be a function arch(pretrained=...) -> XResNet, such as xresnet18; got {got(arch)}")
 
 def register(arch): # an architecture function: arch(pretrained=...) -> XResNet
     "Register `arch` in fastai's model_meta with the xResNet cut (-4), 3-group split and ImageNet stats; return it"

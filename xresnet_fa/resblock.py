@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections import OrderedDict
 import torch
 from torch import nn
-from .conv import check_act, check_bool, check_int, conv_block, make_act
+from torch.utils.flop_counter import FlopCounterMode
+from .checks import check_block
+from .conv import conv_block, make_act
 
 # %% auto #0
 __all__ = ['residual_path', 'shortcut_path', 'ResBlock']
@@ -25,13 +27,10 @@ def residual_path(c_in: int, # input channels
                   zero_bn: bool=True, # start the last BatchNorm's gamma at 0
                  ) -> nn.Sequential:
     "Path A: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride)); no activation at the end"
-    check_int('c_mid', c_mid); check_int('expansion', expansion); check_act(act_cls); check_bool('stride_3x3', stride_3x3)
-    c_out = check_int('c_mid * expansion', c_mid*expansion)  # the conv blocks check c_in, stride, ks and zero_bn
-    if expansion == 1:
-        return nn.Sequential(conv_block(c_in, c_mid, ks, stride, act_cls),
-                             conv_block(c_mid, c_out, ks, act_cls=None, zero_bn=zero_bn))
-    # Tweak B: the stride sits on the 3x3 conv; without it, on the first 1x1 (which then skips 3/4 of the input)
-    stride_1x1, stride_kxk = (1, stride) if stride_3x3 else (stride, 1)
+    c_out = c_mid*expansion
+    if expansion == 1: return nn.Sequential(conv_block(c_in, c_mid, ks, stride, act_cls),
+                                            conv_block(c_mid, c_out, ks, act_cls=None, zero_bn=zero_bn))
+    stride_1x1, stride_kxk = (1, stride) if stride_3x3 else (stride, 1)  # Tweak B: the stride on the 3x3, not the first 1x1
     return nn.Sequential(conv_block(c_in, c_mid, 1, stride_1x1, act_cls),
                          conv_block(c_mid, c_mid, ks, stride_kxk, act_cls),
                          conv_block(c_mid, c_out, 1, act_cls=None, zero_bn=zero_bn))
@@ -43,13 +42,11 @@ def shortcut_path(c_in: int, # input channels
                   avg_down: bool=True, # Tweak D: average-pool then 1x1 conv, instead of a strided 1x1 conv
                  ) -> nn.Module:
     "Path B: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride)); identity when the shape is kept"
-    check_int('c_in', c_in); check_int('c_out', c_out); check_int('stride', stride); check_bool('avg_down', avg_down)
     if stride == 1 and c_in == c_out: return nn.Identity()
     if not avg_down: return conv_block(c_in, c_out, 1, stride, act_cls=None)
-    # Tweak D: a stride x stride average pool does the downsampling, the 1x1 conv sees every pixel
-    proj = conv_block(c_in, c_out, 1, act_cls=None)
+    proj = conv_block(c_in, c_out, 1, act_cls=None)  # Tweak D: the 1x1 conv at stride 1 sees every pixel ...
     if stride == 1: return proj
-    pool = nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)
+    pool = nn.AvgPool2d(stride, ceil_mode=True, count_include_pad=False)  # Tweak D: ... after an average pool downsamples
     return nn.Sequential(OrderedDict([('pool', pool), *proj.named_children()]))
 
 # %% ../nbs/01_resblock.ipynb #6d90b6c5
@@ -67,7 +64,8 @@ class ResBlock(nn.Module):
                  avg_down: bool=True, # Tweak D: average-pool in the shortcut
                  zero_bn: bool=True, # zero-gamma: the block starts as act(shortcut(x))
                 ):
-        super().__init__()  # the two paths check every argument, each by its name
+        super().__init__()
+        check_block(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, avg_down, zero_bn)
         self.residual = residual_path(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, zero_bn)
         self.shortcut = shortcut_path(c_in, c_mid*expansion, stride, avg_down)
         self.act = make_act(act_cls)  # in place: the sum is a fresh tensor nothing else reads

@@ -8,17 +8,17 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/xresnet.html.md"""
 from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
-from numbers import Integral, Real
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from .conv import check_act, check_bool, check_int, check_ints, check_ks, check_module, conv_block, init_weights
+from .checks import check_depth, check_instance, check_int, check_module, check_size, check_xresnet
+from .conv import conv_block, init_weights
 from .resblock import ResBlock
 from .weights import load_pretrained
 
 # %% auto #0
-__all__ = ['DEPTHS', 'PRESETS', 'stem', 'stage', 'XResNet', 'xresnet', 'xresnet18', 'xresnet34', 'xresnet50', 'xresnet101',
-           'xresnet152', 'count_params', 'count_macs', 'summary']
+__all__ = ['DEPTHS', 'PRESETS', 'count_params', 'count_macs', 'stem', 'stage', 'XResNet', 'xresnet', 'xresnet18', 'xresnet34',
+           'xresnet50', 'xresnet101', 'xresnet152', 'summary']
 
 # %% ../nbs/02_xresnet.ipynb #45d3db56
 DEPTHS = {  # depth: (expansion, blocks per stage)
@@ -29,6 +29,24 @@ DEPTHS = {  # depth: (expansion, blocks per stage)
     152: (4, (3, 8, 36, 3)),
 }
 
+# %% ../nbs/02_xresnet.ipynb #62084ca5
+def count_params(m: nn.Module) -> int:
+    "Number of parameters in `m`"
+    return sum(p.numel() for p in check_module('m', m).parameters())
+
+def count_macs(m: nn.Module, # a network or any part of one
+               size: int|tuple[int, int]=224, # input side, or (H, W)
+               c_in: int=3, # input channels
+              ) -> int:
+    "Multiply-accumulates of one forward pass of one (c_in, H, W) image through `m`, in eval mode"
+    check_module('m', m); (h, w), c_in = check_size(size), check_int('c_in', c_in)
+    was_training = m.training
+    m.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter: m(torch.zeros(1, c_in, h, w))
+    finally: m.train(was_training)
+    return counter.get_total_flops()//2
+
 # %% ../nbs/02_xresnet.ipynb #ea7a2387
 def stem(c_in: int=3, # input channels
          widths: Sequence[int]=(32, 32, 64), # output channels of the stem convs (only the last is used without tweak C)
@@ -37,11 +55,10 @@ def stem(c_in: int=3, # input channels
          deep_stem: bool=True, # Tweak C: 3x3 convs (stride 2 on the first) instead of one 7x7 stride-2 conv
         ) -> nn.Sequential:
     "Input stem: (N, c_in, H, W) -> (N, widths[-1], H/4, W/4), named stem_1 ... stem_pool"
-    widths = check_ints('widths', widths, '(32, 32, 64)'); check_ks(ks); check_act(act_cls)  # ks: the pool's too
-    if check_bool('deep_stem', deep_stem):  # Tweak C
+    if deep_stem:  # Tweak C: three 3x3 convs, the first with stride 2 ...
         c = [c_in, *widths]
         convs = [conv_block(c[i], c[i+1], ks, stride=2 if i == 0 else 1, act_cls=act_cls) for i in range(len(widths))]
-    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls)]
+    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls)]  # ... instead of one 7x7
     layers = [(f'stem_{i+1}', c) for i, c in enumerate(convs)]
     return nn.Sequential(OrderedDict([*layers, ('stem_pool', nn.MaxPool2d(ks, stride=2, padding=ks//2))]))
 
@@ -58,23 +75,8 @@ def stage(c_in: int, # input channels
           zero_bn: bool=True, # zero-gamma
          ) -> nn.Sequential:
     "A stage: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride))"
-    check_int('n_blocks', n_blocks)
     return nn.Sequential(*[ResBlock(c_in if i == 0 else c_mid*expansion, c_mid, expansion, stride if i == 0 else 1,
                                     ks, act_cls, stride_3x3, avg_down, zero_bn) for i in range(n_blocks)])
-
-# %% ../nbs/02_xresnet.ipynb #0e1069ad
-def _check_config(expansion, layers, widths, stem_widths, n_out, c_in, p, ks, act_cls, switches):
-    "Raise a ValueError/TypeError naming the first argument that cannot build a network"
-    check_int('expansion', expansion); check_int('n_out', n_out); check_int('c_in', c_in); check_ks(ks)
-    layers, widths = check_ints('layers', layers, '(2, 2, 2, 2)'), check_ints('widths', widths, '(64, 128, 256, 512)')
-    check_ints('stem_widths', stem_widths, '(32, 32, 64)')
-    if len(widths) != len(layers):
-        raise ValueError(f"widths needs one width per stage: layers has {len(layers)} stages, widths={tuple(widths)} has {len(widths)}")
-    for i, w in enumerate(widths): check_int(f'widths[{i}] * expansion', w*expansion)
-    if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p < 1:  # Real: numpy floats too; nan fails 0 <= p
-        raise (ValueError if isinstance(p, Real) else TypeError)(f"p (dropout probability) must be a number in [0, 1); got {p!r}")
-    for name, v in switches.items(): check_bool(name, v)
-    check_act(act_cls)
 
 # %% ../nbs/02_xresnet.ipynb #adfa5224
 class XResNet(nn.Sequential):
@@ -95,8 +97,8 @@ class XResNet(nn.Sequential):
                  avg_down: bool=True, # Tweak D: average pool + 1x1 conv in downsampling shortcuts
                  zero_bn: bool=True, # zero-gamma: each block's last BatchNorm starts at 0
                 ):
-        switches = dict(stride_3x3=stride_3x3, deep_stem=deep_stem, avg_down=avg_down, zero_bn=zero_bn)
-        _check_config(expansion, layers, widths, stem_widths, n_out, c_in, p, ks, act_cls, switches)
+        check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks,  # a clear error for a bad value (checks notebook)
+                      stride_3x3=stride_3x3, deep_stem=deep_stem, avg_down=avg_down, zero_bn=zero_bn)
         body = list(stem(c_in, stem_widths, ks, act_cls, deep_stem).named_children())
         c = stem_widths[-1]  # the first block of stage 1 projects it if it differs from widths[0] * expansion
         for i, (width, n_blocks) in enumerate(zip(widths, layers)):
@@ -106,16 +108,6 @@ class XResNet(nn.Sequential):
         head = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(float(p))),
                 ('fc', init_weights(nn.Linear(c, n_out)))]
         super().__init__(OrderedDict(body + head))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c_in = self[0].conv.in_channels
-        if not isinstance(x, torch.Tensor):
-            hint = ' (try torch.from_numpy)' if type(x).__name__ == 'ndarray' else ' (try torch.tensor)' if isinstance(x, (list, tuple)) else ''
-            raise TypeError(f"XResNet expects a torch.Tensor of shape (N, {c_in}, H, W); got {type(x).__name__}{hint}")
-        if x.ndim != 4 or x.shape[1] != c_in:
-            raise ValueError(f"XResNet expects a batch of shape (N, {c_in}, H, W); got shape {tuple(x.shape)}")
-        if 0 in x.shape[2:]: raise ValueError(f"XResNet expects H, W >= 1 in its input (N, {c_in}, H, W); got shape {tuple(x.shape)}")
-        return super().forward(x)
 
     def __getitem__(self, idx):
         "An int gives that layer; a slice gives a plain nn.Sequential with the same names"
@@ -128,9 +120,7 @@ def xresnet(depth: int, # one of DEPTHS: 18, 34, 50, 101, 152
             **kwargs, # any XResNet keyword: n_out, c_in, p, act_cls, stride_3x3, deep_stem, avg_down, zero_bn, ...
            ) -> XResNet:
     "The xResNet of a given depth: (N, c_in, H, W) -> (N, n_out)"
-    if isinstance(depth, bool) or not isinstance(depth, Integral) or depth not in DEPTHS:  # ints only: [18] is unhashable, 18.0 a float
-        raise (ValueError if isinstance(depth, Integral) else TypeError)(f"depth must be one of {sorted(DEPTHS)}; got {depth!r}")
-    expansion, layers = DEPTHS[depth]
+    expansion, layers = DEPTHS[check_depth(depth, DEPTHS)]
     model = XResNet(expansion, layers, **kwargs)
     return load_pretrained(model, depth, pretrained) if pretrained else model
 
@@ -142,38 +132,12 @@ def xresnet152(pretrained=False, **kwargs) -> XResNet: "xResNet-152 (bottlenecks
 
 PRESETS = {f.__name__: f for f in (xresnet18, xresnet34, xresnet50, xresnet101, xresnet152)}
 
-# %% ../nbs/02_xresnet.ipynb #62084ca5
-def count_params(m: nn.Module) -> int:
-    "Number of parameters in `m`"
-    return sum(p.numel() for p in check_module('m', m).parameters())
-
-def _check_size(size) -> tuple[int, int]:
-    "(H, W) from `size`, a side or a pair (H, W), else an error saying so"
-    hw = tuple(size) if isinstance(size, (tuple, list)) and len(size) == 2 else (size, size)
-    try: return tuple(check_int('size', v) for v in hw)
-    except (TypeError, ValueError) as e: raise type(e)(f"size must be a whole number >= 1 or a pair (H, W) of them; got {size!r}") from None
-
-def count_macs(m: nn.Module, # a network or any part of one
-               size: int|tuple[int, int]=224, # input side, or (H, W)
-               c_in: int=3, # input channels
-              ) -> int:
-    "Multiply-accumulates of one forward pass of one (c_in, H, W) image through `m`, in eval mode"
-    check_module('m', m); (h, w), c_in = _check_size(size), check_int('c_in', c_in)
-    was_training = m.training
-    m.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter: m(torch.zeros(1, c_in, h, w))
-    finally: m.train(was_training)
-    return counter.get_total_flops()//2
-
 # %% ../nbs/02_xresnet.ipynb #1fa8d97b
 def summary(model: XResNet, # the network to describe
             size: int|tuple[int, int]=224, # input side, or (H, W)
            ) -> list[dict]:
     "Per part (stem, each stage, head): output shape (C, H, W), parameters and MACs for one (H, W) image"
-    if not isinstance(model, XResNet):
-        raise TypeError(f"summary needs an XResNet, such as xresnet50(); got {type(model).__name__ if isinstance(model, nn.Module) else repr(model)}")
-    (h, w), parts = _check_size(size), OrderedDict()
+    check_instance('model', model, XResNet, 'xresnet50()'); (h, w), parts = check_size(size), OrderedDict()
     for name, layer in model.named_children():
         key = 'stem' if name.startswith('stem') else name if name.startswith('stage') else 'head'
         parts.setdefault(key, []).append(layer)
