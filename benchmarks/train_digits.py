@@ -9,7 +9,7 @@ from fastai.vision.all import Learner, accuracy, set_seed
 from fastai.vision.models.xresnet import xresnet18 as fastai_xresnet18
 from xresnet_fa.xresnet import xresnet18
 from xresnet_fa.data import digits_folder
-from xresnet_fa.train import check_folder, folder_dls
+from xresnet_fa.folder import check_folder, folder_dls
 import inspect, xresnet_fa.train as T
 
 DEFAULTS = {k: v.default for k, v in inspect.signature(T.train).parameters.items()}

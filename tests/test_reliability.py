@@ -6,7 +6,8 @@ import pytest, torch
 from PIL import Image
 from fastai.callback.core import Callback
 from xresnet_fa.cli import main
-from xresnet_fa.train import RunCallback, TrainingError, train
+from xresnet_fa.callbacks import RunCallback, TrainingError
+from xresnet_fa.train import train
 
 
 def cli(*args, **kw):
