@@ -7,7 +7,6 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/conv.html.md"""
 # %% ../nbs/00_conv.ipynb #dfa6e4c8
 from __future__ import annotations
 from collections import OrderedDict
-import torch
 from torch import nn
 
 # %% auto #0
