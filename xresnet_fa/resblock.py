@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections import OrderedDict
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from .checks import check_block
 from .conv import conv_block, make_act
 
