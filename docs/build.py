@@ -13,6 +13,7 @@
 from __future__ import annotations
 import argparse, json, re, shutil, subprocess, sys, time
 from pathlib import Path
+import yaml
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
@@ -68,7 +69,7 @@ def _fix_showdoc(md: str) -> str:
     "nbdev's `show_doc` Markdown, as Quarto would show it: the source link floats right; the heading carries nbdev's anchor."
     md = re.sub(r'^\s*---\s*\n', '', md)  # a rule cannot stand inside an output: site.css draws it
     md = _source_link.sub(lambda m: f'<a class="sourcelink" href="{m[1]}">source</a>', md)
-    return _showdoc_head.sub(lambda m: f'<a id="{m[2].lower()}"></a>\n\n{m[1]} {m[2]}', md)
+    return _showdoc_head.sub(lambda m: f'{m[1]} <a id="{m[2].lower()}"></a>{m[2]}', md)
 
 def prepare(proc_nb: Path, dest: Path, base: str, pages: dict[str, str], anchors: dict[str, set], nav: str = '') -> dict:
     "Turn one notebook processed by nbdev into the notebook Sphinx renders; returns it."
@@ -77,7 +78,6 @@ def prepare(proc_nb: Path, dest: Path, base: str, pages: dict[str, str], anchors
     for c in nb['cells']:
         src = ''.join(c['source'])
         if c['cell_type'] == 'raw' and src.startswith('---'):  # nbdev's front matter: title and description
-            import yaml
             fm = yaml.safe_load(src.strip().strip('-')) or {}
             cells.append(_md(f"# {fm.get('title', proc_nb.stem)}\n\n" + (f"*{fm['description']}*\n" if fm.get('description') else '')))
             continue
@@ -93,7 +93,9 @@ def prepare(proc_nb: Path, dest: Path, base: str, pages: dict[str, str], anchors
             c['metadata'] = {'tags': tags} if tags else {}
             for o in c.get('outputs', []):
                 md = o.get('data', {}).get('text/markdown')
-                if md is not None: o['data']['text/markdown'] = _fix_markdown(_fix_showdoc(''.join(md)), base, pages, anchors)
+                if md is None: continue
+                if _showdoc_head.search(md := ''.join(md)): c['metadata'].setdefault('tags', []).append('api')
+                o['data']['text/markdown'] = _fix_markdown(_fix_showdoc(md), base, pages, anchors)
             if not c['source'] and not c.get('outputs'): continue
         cells.append(c)
     if nav: cells.append(_md(nav))
