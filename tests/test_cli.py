@@ -17,7 +17,7 @@ def test_train_then_predict_in_fresh_processes(digits, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith('valid accuracy'), r.stdout
     out = tmp_path/'out'
-    assert sorted(p.name for p in out.iterdir()) == ['checkpoint.pth', 'confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
+    assert sorted(p.name for p in out.iterdir()) == ['.lock', 'checkpoint.pth', 'confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
     m = json.loads((out/'metrics.json').read_text())
     assert m['arch'] == 'xresnet18' and m['seed'] == 42 and m['data'] == str(digits) and m['device'] == 'cpu'
     assert set(m['epochs'][0]) == {'epoch', 'train_loss', 'valid_loss', 'accuracy', 'seconds'}

@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/callbacks.html.md"""
 
 # %% ../nbs/07_callbacks.ipynb #7c129015
 from __future__ import annotations
-import json, os, pickle, random, time
+import json, os, pickle, random, shutil, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -19,8 +19,8 @@ from .checks import UsageError
 from .weights import unsafe_global
 
 # %% auto #0
-__all__ = ['FORMAT', 'TrainingError', 'DeviceMixedPrecision', 'RunCallback', 'EpochLog', 'StopOnNonFinite', 'Checkpoint',
-           'read_run_checkpoint']
+__all__ = ['FORMAT', 'TrainingError', 'Terminated', 'Interrupted', 'OutputError', 'DeviceMixedPrecision', 'RunCallback',
+           'EpochLog', 'StopOnNonFinite', 'Checkpoint', 'read_run_checkpoint']
 
 # %% ../nbs/07_callbacks.ipynb #6c5250ec
 class TrainingError(RuntimeError):
@@ -28,6 +28,19 @@ class TrainingError(RuntimeError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason  # fastai prefixes the message of an error raised in a callback; this stays as it was
+
+# %% ../nbs/07_callbacks.ipynb #9c1d2e02
+class Terminated(KeyboardInterrupt):
+    "SIGTERM, raised in the main thread where the process was (the command line installs the handler)"
+
+class Interrupted(KeyboardInterrupt):
+    "A run stopped by Ctrl-C or SIGTERM; `str(e)` says where, and where its last checkpoint is; `code` is the shell's exit status"
+    def __init__(self, message: str, code: int=130):
+        super().__init__(message)
+        self.code = code
+
+class OutputError(TrainingError):
+    "A file of the run could not be written (a full disk, a read-only folder); the previous version of that file is unchanged"
 
 # %% ../nbs/07_callbacks.ipynb #b1dde9d4
 class DeviceMixedPrecision(MixedPrecision):
@@ -40,16 +53,30 @@ class DeviceMixedPrecision(MixedPrecision):
             self.learn.scaler = GradScaler(kind, enabled=self.autocast.fast_dtype == torch.float16)
 
 # %% ../nbs/07_callbacks.ipynb #b6137916
-def _write_atomic(path: Path, write) -> Path:
-    "Call `write(file)` on a temporary file beside `path`, flush it to disk, then rename it to `path` (atomic on POSIX and Windows)"
+def _write_error(path: Path, e: BaseException) -> OutputError|None:
+    "The OutputError for a failed write of `path`, or None when `e` is not about writing"
+    if isinstance(e, OSError): why = e.strerror or str(e)
+    elif isinstance(e, RuntimeError): why = 'torch.save failed'  # a full disk shows as "[enforce fail at inline_container.cc] unexpected pos"
+    else: return None
+    try: free = f" ({shutil.disk_usage(path.parent).free / 2**20:.0f} MB free there)"
+    except OSError: free = ''
+    return OutputError(f"could not write {path}: {why}{free}; its previous version, if any, is unchanged")
+
+def _write_atomic(path: Path, save) -> Path:
+    "Call `save(tmp)` to write a temporary file beside `path`, flush it to disk, then rename it to `path` (atomic on POSIX and Windows)"
     path = Path(path)
-    tmp = path.with_name(path.name + '.tmp')
+    tmp, err = path.with_name(path.name + '.tmp'), None
     try:
-        with open(tmp, 'wb') as f:
-            write(f); f.flush(); os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True); raise
-    os.replace(tmp, path)
+        save(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+        os.replace(tmp, path)
+    except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no part-written file is left, under either name
+        tmp.unlink(missing_ok=True)
+        if (err := _write_error(path, e)) is None: raise
+    if err:  # raised out here, so the failed save's frames, and the file they hold open, are freed: the space comes back
+        raise err
     return path
 
 class RunCallback(Callback):
@@ -72,7 +99,7 @@ class EpochLog(RunCallback):
         self.write()
     def write(self, **extra):
         self.info.update(extra)
-        _write_atomic(self.path, lambda f: f.write(json.dumps({**self.info, 'epochs': self.epochs}, indent=1).encode()))
+        _write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps({**self.info, 'epochs': self.epochs}, indent=1)))
 
 # %% ../nbs/07_callbacks.ipynb #2c87ab4d
 class StopOnNonFinite(RunCallback):
@@ -136,8 +163,10 @@ class Checkpoint(RunCallback):
             rec.iters[-1] = r['iters'][self.epoch]
             rec.smooth_loss.count, rec.smooth_loss.val = r['smooth'][0], torch.tensor(r['smooth'][1])
             return
-        self.done = self.run_epoch + 1
-        if self.write: _write_atomic(self.path, lambda f: torch.save(self.snapshot(), f))
+        if self.write:
+            snapshot = self.snapshot(self.run_epoch + 1)  # taken first: an error while saving is then about the disk
+            _write_atomic(self.path, lambda tmp: torch.save(snapshot, tmp))
+        self.done = self.run_epoch + 1  # only once it is on disk: a failed save leaves the previous checkpoint the last good one
 
     @property
     def state_epoch(self) -> int: return self.state['epoch'] if self.state else 0
@@ -148,21 +177,31 @@ class Checkpoint(RunCallback):
             if self.state.get('scaler') and self.epoch > 0 and getattr(self.learn, 'scaler', None) is not None:  # a new fit starts a new scaler
                 self.learn.scaler.load_state_dict(self.state['scaler'])
 
-    def snapshot(self) -> dict:
-        "Everything a resumed run needs, in types torch.load(weights_only=True) reads"
+    def snapshot(self, epoch: int|None=None) -> dict:
+        "Everything a resumed run needs (`epoch`: epochs done, default `done`), in types torch.load(weights_only=True) reads"
         rec, model = self.recorder, getattr(self.learn.model, 'module', self.learn.model)  # unwrap DistributedDataParallel
         scaler = getattr(self.learn, 'scaler', None)
-        return _plain(dict(format=FORMAT, epoch=self.done, settings=self.settings, model=model.state_dict(), opt=self.learn.opt.state_dict(),
+        return _plain(dict(format=FORMAT, epoch=self.done if epoch is None else epoch, settings=self.settings, model=model.state_dict(), opt=self.learn.opt.state_dict(),
             scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else None, random=_random_states(self.loaders),
             recorder=dict(values=[[float(v) for v in row] for row in rec.values], losses=[float(v) for v in rec.losses],
                           lrs=[float(v) for v in rec.lrs], iters=list(rec.iters), smooth=(rec.smooth_loss.count, float(rec.smooth_loss.val))),
             log=self.log.epochs if self.log else []))
 
-    def describe(self) -> str:
-        "Where the last good checkpoint is, for messages"
-        if self.done == 0: return "no epoch completed, so there is no checkpoint: fix the cause (a lower --lr?) and start again"
+    def before_batch(self): self.at = (self.run_epoch, self.training, self.iter, self.n_iter)  # kept after fastai detaches the callback
+
+    def position(self) -> str:
+        "Where the run was at its last batch, for messages: epoch and batch"
+        if not hasattr(self, 'at'): return 'before the first batch'
+        epoch, training, i, n = self.at
+        return f"epoch {epoch}, {'training' if training else 'validation'} batch {i + 1} of {n}"
+
+    def describe(self, interrupted: bool=False) -> str:
+        "Where the last good checkpoint is, for messages after a failure (or, `interrupted`, after Ctrl-C or SIGTERM)"
+        if self.done == 0: return ("no epoch completed, so there is no checkpoint: " +
+                                   ("run again to start afresh" if interrupted else "fix the cause (a lower --lr?) and start again"))
         where = self.path if self.done > self.state_epoch else self.source
-        return f"the last good checkpoint (after epoch {self.done - 1}) is {where}: fix the cause (a lower --lr?), then resume with --resume"
+        return (f"the last {'' if interrupted else 'good '}checkpoint (after epoch {self.done - 1}) is {where}: "
+                f"{'' if interrupted else 'fix the cause (a lower --lr?), then '}resume with --resume")
 
 # %% ../nbs/07_callbacks.ipynb #5a15964c
 def read_run_checkpoint(path: str|Path) -> dict:
@@ -184,10 +223,10 @@ _FLAGS = dict(arch='--arch', data='--data', classes='--data (its classes)', file
               epochs='--epochs', lr='--lr', pretrained='--pretrained', precision='--precision', channels_last='--channels-last',
               seed='--seed', valid_pct='--valid-pct')
 
-_MAY_CHANGE = ('lr', 'precision')  # what a resume may change, e.g. after a non-finite loss
+_MAY_CHANGE = ('lr', 'precision', 'data')  # what a resume may change: after a non-finite loss, or a folder moved (its files must match)
 
 def _check_resume(state: dict, settings: dict, path: Path) -> dict:
-    "Raise UsageError naming each setting of this run that differs from the checkpoint's, except --lr and --precision; return those changes"
+    "Raise UsageError naming each setting of this run that differs from the checkpoint's, except --lr, --precision and the folder's path; return those changes"
     saved = state['settings']
     diff = [f"{_FLAGS.get(k, k)} {saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v and k not in _MAY_CHANGE]
     if diff: raise UsageError(f"--resume {path}: the checkpoint's run had other settings ({'; '.join(diff)}); resume with the options it was started with")

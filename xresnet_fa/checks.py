@@ -1,4 +1,4 @@
-"""One place for every check of what a user passes: each bad value gets one message that names the argument, shows what it got and says what would be right.
+"""One place for every check of what a user passes, and of what the machine can do with it (memory, the output folder): each bad value gets one message that names the argument, shows what it got and says what would be right.
 
 Docs: https://xresnet-fa.github.io/xresnet_fa/checks.html.md"""
 
@@ -8,13 +8,19 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/checks.html.md"""
 from __future__ import annotations
 import reprlib
 from collections.abc import Sequence
+from typing import Tuple
+import contextlib, os
+from pathlib import Path
+try: import fcntl
+except ImportError: fcntl = None  # Windows: no lock on --out
 from numbers import Integral, Real
 import torch
 from torch import nn
 
 # %% auto #0
 __all__ = ['MAX_INT', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool', 'check_ks', 'check_p', 'check_size',
-           'check_module', 'check_instance', 'check_act', 'check_block', 'check_xresnet', 'check_depth']
+           'check_module', 'check_instance', 'check_act', 'check_block', 'check_xresnet', 'check_depth', 'check_input',
+           'train_memory', 'check_memory', 'check_writable', 'hold_out']
 
 # %% ../nbs/12_checks.ipynb #4f2e7542
 class UsageError(ValueError):
@@ -138,3 +144,72 @@ def check_depth(depth, depths) -> int:
     if isinstance(depth, bool) or not isinstance(depth, Integral) or depth not in depths:
         raise (ValueError if isinstance(depth, Integral) else TypeError)(f"depth must be one of {sorted(depths)}; got {depth!r}")
     return int(depth)
+
+# %% ../nbs/12_checks.ipynb #5d2c7e02
+def check_input(module: nn.Module, args: Tuple[torch.Tensor]) -> None:
+    "Forward pre-hook: a TypeError naming the dtypes when the images' dtype is not the weights' (autocast aside)"
+    if not torch.jit.is_scripting():
+        x, w = args[0] if args else None, next(module.parameters(), None)
+        if not isinstance(x, torch.Tensor) or w is None or x.dtype == w.dtype or torch.is_autocast_enabled(x.device.type): return
+        fix = ("images must be floating point: x.float() / 255, normalised as in training" if not x.is_floating_point() else
+               f"convert them with x.to({w.dtype}), or the model with model.to({x.dtype})")
+        raise TypeError(f"images of dtype {x.dtype} given to a model whose weights are {w.dtype}: {fix}")
+
+# %% ../nbs/12_checks.ipynb #4b7e2c02
+def train_memory(build, # a preset, such as xresnet50: build(n_out=...) makes the network
+                 size: int, bs: int) -> int:
+    "Estimated peak bytes of one training step of `build()` on `bs` images of `size` x `size`, in float32"
+    with torch.device('meta'):  # shapes only: no memory, no compute
+        m, acts = build(n_out=10).eval(), []  # eval: the same shapes, and BatchNorm takes a batch of one
+        for mod in m.modules():
+            if not list(mod.children()): mod.register_forward_hook(lambda mod, i, o: acts.append(o.numel()))
+        m(torch.empty(1, 3, size, size))
+    params = sum(p.numel() for p in m.parameters())
+    return 4 * (bs * (sum(acts) + 3*size*size) + 4*params)  # kept activations and input; weights, gradients, two Adam moments
+
+def _available_memory(device: torch.device) -> int|None:
+    "Bytes free for training on `device`, or None when unknown"
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    if device.type != 'cpu': return None
+    try: return next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration):
+        try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_AVPHYS_PAGES')
+        except (ValueError, OSError, AttributeError): return None
+
+def check_memory(build, arch: str, size: int, bs: int, device: torch.device, have: int|None=None):
+    "UsageError when one training step of `build` (named `arch`) would not fit in `have` bytes (default: what `device` has free)"
+    have = _available_memory(device) if have is None else have
+    need = train_memory(build, size, bs)
+    if not have or need <= have: return
+    lo, hi = 1, size  # the largest size that fits at this batch: memory grows with size squared, so search
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if train_memory(build, mid, bs) <= have else (lo, mid - 1)
+    per_image = (need - train_memory(build, size, 0)) / bs
+    bs_fit = int((have - train_memory(build, size, 0)) // per_image)
+    fits = ([f"--size {lo} with --bs {bs}"] if train_memory(build, lo, bs) <= have else []) + ([f"--bs {bs_fit} at --size {size}"] if bs_fit >= 2 else [])
+    raise UsageError(f"--size {size} --bs {bs}: training {arch} needs about {need/2**30:.1f} GiB, and the {device.type} has "
+                     f"{have/2**30:.1f} GiB free; " + (' or '.join(fits) + ' would fit' if fits else 'use a smaller --size and --bs'))
+
+# %% ../nbs/12_checks.ipynb #9c1d2e06
+def check_writable(folder: Path, flag: str='--out') -> Path:
+    "Create `folder` if needed and write a file in it; UsageError naming `flag` if it cannot be written"
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder/f'.write-test-{os.getpid()}'
+        probe.write_bytes(b'ok'); probe.unlink()
+    except OSError as e: raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
+    return folder
+
+@contextlib.contextmanager
+def hold_out(out: Path):
+    "Hold the run's folder `out`: while this process lives, another run into it is refused; the lock dies with the process"
+    if fcntl is None: yield; return
+    with open(Path(out)/'.lock', 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0); pid = f.read().strip() or '?'
+            raise UsageError(f"--out {out}: another run (process {pid}) is writing there; wait for it to end, or choose another --out") from None
+        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        yield  # the lock is released when the file closes, or when the process dies

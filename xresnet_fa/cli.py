@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8722455e
 from __future__ import annotations
-import argparse, sys, warnings
+import argparse, signal, sys, threading, warnings
 from pathlib import Path
 from .checks import UsageError
 from .xresnet import PRESETS, summary
@@ -18,7 +18,7 @@ __all__ = ['parser', 'main']
 def _train(args) -> int:
     from xresnet_fa.train import train
     m = train(args.data, args.arch, args.epochs, args.size, args.bs, args.lr, args.pretrained, args.precision,
-              args.channels_last, args.device, args.seed, args.workers, args.valid_pct, args.out, args.cache, args.resume)
+              args.channels_last, args.device, args.seed, args.workers, args.valid_pct, args.out, args.cache, args.resume, args.overwrite)
     if m['world_size'] > 1: print(f"rank {m.get('rank', 0)}/{m['world_size']} finished")
     if 'accuracy' in m:
         print(f"valid accuracy {m['accuracy']:.2%} after {len(m['epochs'])} epochs in {m['seconds']:.1f} s "
@@ -41,10 +41,14 @@ def _summary(args) -> int:
 # %% ../nbs/09_cli.ipynb #0f5d2710
 def _predict(args) -> int:
     from PIL import Image
-    if not Path(args.model).is_file(): raise UsageError(f"--model {args.model}: no such file; train first (xresnet-fa train --out DIR)")
+    from xresnet_fa.folder import read_error
+    model = Path(args.model)
+    if model.is_dir(): raise UsageError(f"--model {model}: is a folder; give the learner file in it"
+                                        + (f" ({model/'export.pkl'})" if (model/'export.pkl').is_file() else ", export.pkl"))
+    if not model.is_file(): raise UsageError(f"--model {model}: no such file; train first (xresnet-fa train --out DIR)")
     for f in args.images:
-        try: Image.open(f).verify()
-        except (OSError, SyntaxError) as e: raise UsageError(f"{f}: not a readable image ({e.__class__.__name__})") from None
+        if not Path(f).is_file(): raise UsageError(f"{f}: no such image file")
+        if why := read_error(f): raise UsageError(f"{f}: not a readable image ({why})")
     from fastai.learner import load_learner
     try:
         with warnings.catch_warnings():  # fastai warns that it unpickles; the command's help says so once, not at every call
@@ -85,6 +89,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--valid-pct', type=float, default=0.2, help='held out when there is no valid/ folder (default: 0.2)')
     t.add_argument('--out', default='out', help='folder for export.pkl, metrics.json, loss.png, confusion_matrix.png (default: out)')
     t.add_argument('--cache', help='where the digits are written (default: $XRESNET_FA_DATA or ~/.cache/xresnet_fa)')
+    t.add_argument('--overwrite', action='store_true', help='start afresh even where --out holds an unfinished run (which --resume would continue)')
     t.add_argument('--resume', nargs='?', const=True, default=False, metavar='CHECKPOINT',
                    help='continue the run saved in OUT/checkpoint.pth (or in CHECKPOINT) after its last completed epoch; same options as the run')
     t.set_defaults(func=_train)
@@ -107,7 +112,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]|None=None) -> int:
     "Run `xresnet-fa` with `argv` (default: sys.argv[1:]); return the exit status"
     args = parser().parse_args(argv)
-    from xresnet_fa.callbacks import TrainingError
+    from xresnet_fa.callbacks import TrainingError, Interrupted, Terminated
+    def on_sigterm(signum, frame): raise Terminated()
+    old = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try: return args.func(args)
     except UsageError as e:
         print(f"xresnet-fa: error: {e}", file=sys.stderr)
@@ -115,3 +122,11 @@ def main(argv: list[str]|None=None) -> int:
     except TrainingError as e:
         print(f"xresnet-fa: training stopped: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"xresnet-fa: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt as e:  # outside a run: while a summary or a prediction runs
+        print("xresnet-fa: interrupted", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)

@@ -6,31 +6,45 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/folder.html.md"""
 
 # %% ../nbs/06_folder.ipynb #d2c4f8d3
 from __future__ import annotations
-import hashlib, os, warnings
+import hashlib, os, stat, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.parallel import parallel
 from fastai.data.block import DataBlock, CategoryBlock
-from fastai.data.transforms import get_files, get_image_files, parent_label, GrandparentSplitter, RandomSplitter
+from fastai.data.transforms import image_extensions, parent_label, GrandparentSplitter, RandomSplitter
 from fastai.vision.augment import Resize
+from fastai.vision.core import PILImage, load_image
 from fastai.vision.data import ImageBlock
 from .checks import UsageError
 
 # %% auto #0
-__all__ = ['read_error', 'Folder', 'check_folder', 'folder_dls']
+__all__ = ['to_rgb', 'read_error', 'RGBImage', 'Folder', 'check_folder', 'folder_dls']
 
 # %% ../nbs/06_folder.ipynb #f585dc0e
+def to_rgb(im: Image.Image) -> Image.Image:
+    "`im` as 8-bit RGB, like fastai's `convert('RGB')`, except that 16- and 32-bit greyscale is scaled to 8 bits, not clipped at 255"
+    if im.mode.startswith('I'):  # 'I;16' (16-bit PNG, TIFF) or 'I': convert('L') would turn every value above 255 white
+        im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) / 257, 0, 255).round().astype(np.uint8))  # 65535 -> 255
+    return im.convert('RGB')
+
 def read_error(f: str|Path) -> str|None:
-    "Why fastai's image loader would fail on file `f`, or None when it reads"
+    "Why the image loader would fail on file `f`, or None when it reads"
     try:
         with Image.open(f) as im:
             im.draft('RGB', (1, 1))  # JPEG: decode at 1/8 scale, still reading every byte; other formats: no-op
-            im.convert('RGB')
+            to_rgb(im)
         return None
     except UnidentifiedImageError: return 'not an image PIL can read'
     except Exception as e: return f"{type(e).__name__}: {e}"  # truncated data, decompression bomb, ...
+
+class RGBImage(PILImage):
+    "fastai's `PILImage`, opening files with `to_rgb` so that 16-bit greyscale keeps its contrast"
+    @classmethod
+    def create(cls, fn: Path|str|torch.Tensor|np.ndarray|bytes|Image.Image, **kwargs):
+        return cls(to_rgb(load_image(fn))) if isinstance(fn, (str, os.PathLike)) else super().create(fn, **kwargs)
 
 # %% ../nbs/06_folder.ipynb #4c38eea8
 @dataclass
@@ -46,8 +60,10 @@ class Folder:
     ignored: list = field(default_factory=list) # files that are not images by their extension
     empty: list = field(default_factory=list) # class folders without a readable image
     valid_name: str = 'valid' # the validation folder's name when presplit: valid, val or validation
+    hidden: list = field(default_factory=list) # folders whose name starts with a dot: not read
+    loops: list = field(default_factory=list) # folder links not followed: they lead to a folder already read
 
-    def rel(self, f) -> str: return str(Path(f).relative_to(self.path))
+    def rel(self, f) -> str: return str(Path(f).relative_to(self.path)).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
     def report(self, limit: int=10) -> list:
         "Lines telling the user what in the folder will not be used, and why (at most `limit` files named per kind)"
         lines = []
@@ -60,14 +76,54 @@ class Folder:
             n = len(self.ignored)
             lines.append(f"ignored {n} file{'s' * (n > 1)} that {'are' if n > 1 else 'is'} not an image by its extension: {names}{' ...' if n > limit else ''}")
         if self.empty: lines.append(f"ignored class folders without a readable image: {', '.join(self.rel(d) for d in self.empty)}")
+        if self.hidden: lines.append(f"ignored folders whose name starts with a dot: {', '.join(self.rel(d) for d in self.hidden)}")
+        if self.loops: lines.append("did not follow folder links that lead to a folder already read (each file counts once): "
+                                    + ', '.join(f"{self.rel(d)} -> {os.readlink(d) if d.is_symlink() else '?'}" for d in self.loops[:limit]))
         return lines
     def problems(self) -> dict:
         "What was not used, for metrics.json"
         return dict(skipped=[dict(file=self.rel(f), reason=why) for f, why in self.skipped],
-                    ignored=[self.rel(f) for f in self.ignored], empty_class_folders=[self.rel(d) for d in self.empty])
+                    ignored=[self.rel(f) for f in self.ignored], empty_class_folders=[self.rel(d) for d in self.empty],
+                    hidden_folders=[self.rel(d) for d in self.hidden], links_not_followed=[self.rel(d) for d in self.loops])
     def digest(self) -> str:
-        "Count and fingerprint of the files and their labels, to tell whether a checkpoint was trained on this folder"
-        return f"{len(self.files)} files, sha1 {hashlib.sha1(chr(10).join(sorted(self.rel(f) for f in self.files)).encode()).hexdigest()[:12]}"
+        "Count and fingerprint of the files' names, labels and sizes (not their bytes): did a checkpoint train on this folder?"
+        rows = sorted(f"{self.rel(f)}\t{f.stat().st_size}" for f in self.files)
+        return f"{len(self.files)} files, sha1 {hashlib.sha1(chr(10).join(rows).encode()).hexdigest()[:12]}"
+
+# %% ../nbs/06_folder.ipynb #7a3e0b22
+@dataclass
+class _Listing:
+    images: list = field(default_factory=list)
+    others: list = field(default_factory=list) # not images by their extension
+    not_regular: list = field(default_factory=list) # (file, reason)
+    hidden: list = field(default_factory=list)
+    loops: list = field(default_factory=list)
+    seen: set = field(default_factory=set) # (device, inode) of every folder and file already listed
+
+def _list_files(root: Path, out: _Listing) -> _Listing:
+    "Add the files under `root` to `out`: each real folder entered once, each real file counted once, hidden folders skipped"
+    st = os.stat(root); out.seen.add((st.st_dev, st.st_ino, 'dir'))
+    for top, dirs, names in os.walk(root, followlinks=True):
+        top = Path(top); keep = []
+        for d in sorted(dirs):
+            if d.startswith('.'): out.hidden.append(top/d); continue
+            try: st = os.stat(top/d)
+            except OSError: continue  # a link to nowhere: os.walk would not enter it either
+            if (key := (st.st_dev, st.st_ino, 'dir')) in out.seen: out.loops.append(top/d); continue
+            out.seen.add(key); keep.append(d)
+        dirs[:] = keep
+        for n in sorted(names):
+            f = top/n
+            if n.startswith('.'): continue  # .DS_Store and other hidden files, as fastai skips them
+            if f.suffix.lower() not in image_extensions: out.others.append(f); continue
+            try: st = os.stat(f)
+            except OSError: out.not_regular.append((f, 'a link to a file that does not exist')); continue
+            if not stat.S_ISREG(st.st_mode):
+                kind = 'a FIFO' if stat.S_ISFIFO(st.st_mode) else 'a socket' if stat.S_ISSOCK(st.st_mode) else 'a device or other special file'
+                out.not_regular.append((f, f'not a regular file ({kind})')); continue
+            if (key := (st.st_dev, st.st_ino, 'file')) in out.seen: continue  # a second link to a file already counted
+            out.seen.add(key); out.images.append(f)
+    return out
 
 # %% ../nbs/06_folder.ipynb #d0ed6a81
 def check_folder(path: str|Path, # image folder: train/ + valid/ with class subfolders, or class subfolders
@@ -85,23 +141,25 @@ def check_folder(path: str|Path, # image folder: train/ + valid/ with class subf
     valid_name = next((n for n in ('valid', 'val', 'validation') if (path/n).is_dir()), 'valid')
     presplit = (path/'train').is_dir() and (path/valid_name).is_dir()
     roots = [path/'train', path/valid_name] if presplit else [path]
-    files = [f for r in roots for f in get_image_files(r)]
+    listing = _Listing()
+    for r in roots: _list_files(r, listing)
+    files, ignored, skipped = listing.images, listing.others, list(listing.not_regular)
     if not files: raise UsageError(f"--data {path}: no image files (.jpg, .png, ...) in it or its subfolders")
     loose = [f for f in files if f.parent in roots]
+    if loose and presplit and all(f.parent in roots for f in files):
+        raise UsageError(f"--data {path}: train/ and {valid_name}/ hold images directly; a folder with train/ and {valid_name}/ is read as the "
+                         f"split, each with one subfolder per class. If train and {valid_name} are your classes, rename those folders")
     if loose: raise UsageError(f"--data {path}: {loose[0].name} is not in a class folder; put each class's images in a subfolder named after the class")
-    images = set(files)
-    ignored = [f for r in roots for f in get_files(r) if f not in images]
-    skipped = []
     if check_images:
         with warnings.catch_warnings():  # set here, not in the threads: palette transparency, large-image notices are not errors
             warnings.simplefilter('ignore')
             errors = parallel(read_error, files, n_workers=min(16, os.cpu_count() or 1), threadpool=True,
                               progress=len(files) > 2000 if progress is None else progress)
-        skipped = [(f, e) for f, e in zip(files, errors) if e]
+        skipped += [(f, e) for f, e in zip(files, errors) if e]
         files = [f for f, e in zip(files, errors) if not e]
         if not files: raise UsageError(f"--data {path}: none of its {len(skipped)} image files can be read, e.g. {skipped[0][0].name}: {skipped[0][1]}")
     used = {d for f in files for d in f.parents}  # every folder above a readable image
-    empty = [d for r in roots for d in sorted(r.iterdir()) if d.is_dir() and not d.name.startswith('.') and d not in used]
+    empty = [d for r in roots for d in sorted(r.iterdir()) if d.is_dir() and not d.name.startswith('.') and d not in used and d not in listing.loops]
     if presplit:
         train_classes = {f.parent.name for f in files if f.parent.parent == path/'train'}
         valid_classes = {f.parent.name for f in files if f.parent.parent == path/valid_name}
@@ -116,7 +174,7 @@ def check_folder(path: str|Path, # image folder: train/ + valid/ with class subf
         raise UsageError(f"--data {path}: one class ({classes[0]}){why}; a classifier needs at least two class folders")
     n_valid = sum(f.parent.parent == path/valid_name for f in files) if presplit else int(len(files)*valid_pct)
     if n_valid == 0: raise UsageError(f"--data {path}: {len(files)} images are too few to hold out {valid_pct:.0%} for validation")
-    return Folder(path, files, classes, presplit, len(files) - n_valid, n_valid, skipped, ignored, empty, valid_name)
+    return Folder(path, files, classes, presplit, len(files) - n_valid, n_valid, skipped, ignored, empty, valid_name, listing.hidden, listing.loops)
 
 # %% ../nbs/06_folder.ipynb #30336d7e
 def folder_dls(folder: Folder, # a checked folder
@@ -133,6 +191,6 @@ def folder_dls(folder: Folder, # a checked folder
         if isinstance(v, bool) or not isinstance(v, int) or v < low: raise ValueError(f"{name} must be a whole number >= {low}; got {v!r}")
     if bs > folder.n_train: raise ValueError(f"bs={bs} is larger than the {folder.n_train} training images, which would give no training batch")
     splitter = GrandparentSplitter(valid_name=folder.valid_name) if folder.presplit else RandomSplitter(valid_pct, seed=seed)
-    block = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=folder.classes)), get_y=parent_label,
+    block = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=folder.classes)), get_y=parent_label,
                       splitter=splitter, item_tfms=Resize(size))
     return block.dataloaders(folder.files, bs=bs, num_workers=workers, device=device)

@@ -19,17 +19,20 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
-from .checks import UsageError
-from .data import digits_folder
+from .checks import UsageError, check_memory, check_writable, hold_out
+from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .xresnet import PRESETS
 from .folder import Folder, check_folder, folder_dls
-from .callbacks import TrainingError, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite, Checkpoint, read_run_checkpoint, _check_resume
+from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
+                                  Checkpoint, read_run_checkpoint, _check_resume, _write_atomic)
 
 # %% auto #0
-__all__ = ['check_options', 'pick_device', 'train']
+__all__ = ['MAX_EPOCHS', 'check_options', 'pick_device', 'train']
 
 # %% ../nbs/08_train.ipynb #8345db76
+MAX_EPOCHS = 10_000
+
 def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: int, lr, precision: str, device: torch.device,
                   seed: int=42, workers: int=0, out: str|Path|None=None):
     "Raise UsageError for options that cannot train on `folder` (None: the checks that need no folder, before it is scanned)"
@@ -40,7 +43,7 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
         if isinstance(v, bool) or not isinstance(v, int) or v < low: raise UsageError(f"{name} must be a whole number >= {low}; got {v!r}")
     if seed >= 2**32: raise UsageError(f"--seed must be below 2**32 (NumPy's limit); got {seed}")
     if out is not None and Path(out).exists() and not Path(out).is_dir(): raise UsageError(f"--out {out}: is a file; give a folder for the run's files")
-    if size > 4096: raise UsageError(f"--size {size} is larger than this command supports (4096)")
+    if epochs > MAX_EPOCHS: raise UsageError(f"--epochs {epochs}: at most {MAX_EPOCHS:,}; fastai, metrics.json and the checkpoint keep a record per epoch")
     if folder is not None and folder.n_train < 2: raise UsageError(f"--data {folder.path}: {folder.n_train} training image; a batch needs at least 2")
     if folder is not None and bs > folder.n_train:
         raise UsageError(f"--bs {bs} is larger than the {folder.n_train} training images; use --bs {folder.n_train} or less")
@@ -49,6 +52,7 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
     if precision not in ('32', '16', 'bf16'): raise UsageError(f"--precision must be one of '32', '16', 'bf16' (strings); got {precision!r}")
     if precision == '16' and device.type != 'cuda':
         raise UsageError(f"--precision 16 needs a CUDA device (float16 autocast on {device.type} is not supported by fastai); use bf16 or 32")
+    if folder is not None: check_memory(PRESETS[arch], arch, size, bs, device)  # after the batch is known to fit the data
 
 def pick_device(device: str|None=None) -> torch.device:
     "The requested device, or CUDA if present, else CPU; one process per GPU under a distributed launcher"
@@ -73,20 +77,26 @@ def _broadcast_on_backend(self, t, rank):
 def _save_loss_plot(learn, out: Path):
     "fastai's loss curve (train per batch, valid per epoch) as out/loss.png"
     learn.recorder.plot_loss()
-    plt.gcf().savefig(out/'loss.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    _save_figure(plt.gcf(), out/'loss.png')
+
+def _save_figure(fig, path: Path):
+    "Save a matplotlib figure as PNG through a temporary file, then close every figure"
+    try: _write_atomic(path, lambda tmp: fig.savefig(tmp, format='png', dpi=100, bbox_inches='tight'))
+    finally: plt.close('all')
 
 def _save_confusion_plot(confusion, vocab: list, out: Path):
     "Confusion matrix (rows: actual, columns: predicted) as out/confusion_matrix.png"
     n = len(vocab)
     fig, ax = plt.subplots(figsize=(min(12, 2 + 0.5*n),)*2)
     ax.imshow(confusion, cmap='Blues')
+    vocab = [str(v).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace') for v in vocab]  # names not in UTF-8, as \xe9
     ax.set(xticks=range(n), yticks=range(n), xticklabels=vocab, yticklabels=vocab, xlabel='predicted', ylabel='actual',
            title='confusion matrix (validation set)')
     if n <= 30:
         for i in range(n):
             for j in range(n): ax.text(j, i, int(confusion[i, j]), ha='center', va='center',
                                        color='white' if confusion[i, j] > confusion.max()/2 else 'black')
-    fig.savefig(out/'confusion_matrix.png', dpi=100, bbox_inches='tight'); plt.close('all')
+    _save_figure(fig, out/'confusion_matrix.png')
 
 # %% ../nbs/08_train.ipynb #570286a0
 def _fits(epochs: int, lr: float, pretrained) -> list:
@@ -109,8 +119,11 @@ def _run_fits(learn, plan: list, done: int=0, cbs: list=(), opt_state: dict|None
         offset += n
 
 # %% ../nbs/08_train.ipynb #6448b695
-def _check_args(data, cache, out, resume, pretrained, channels_last, cbs) -> list:
+def _check_args(data, cache, out, resume, pretrained, channels_last, overwrite, cbs) -> list:
     "Check the arguments of `train` that check_folder and check_options do not; return the callbacks as a list"
+    for name, v in (('--data', data), ('--cache', cache), ('--out', out), ('--resume', resume), ('--pretrained', pretrained)):
+        if isinstance(v, str) and not v.strip(): raise UsageError(f"{name} is empty; give a path (an empty one would silently mean the current folder)")
+    if not isinstance(overwrite, bool): raise UsageError(f"--overwrite must be True or False; got {overwrite!r}")
     if not isinstance(resume, (bool, str, os.PathLike)): raise UsageError(f"--resume must be True, False or a checkpoint path; got {resume!r}")
     if not isinstance(pretrained, (bool, str, os.PathLike)): raise UsageError(f"--pretrained must be True, False or a weights file path; got {pretrained!r}")
     if not isinstance(channels_last, bool): raise UsageError(f"--channels-last must be True or False; got {channels_last!r}")
@@ -119,6 +132,23 @@ def _check_args(data, cache, out, resume, pretrained, channels_last, cbs) -> lis
     cbs = [cbs] if isinstance(cbs, Callback) else list(cbs) if isinstance(cbs, (list, tuple, L)) else [] if cbs is None else [cbs]
     if not all(isinstance(cb, Callback) for cb in cbs): raise UsageError(f"cbs must be a list of fastai Callback instances; got {cbs!r}")
     return cbs
+
+def _refuse_unfinished(path: Path):
+    "UsageError when `path` is the checkpoint of a run that has not finished: training afresh into its folder would destroy it"
+    if not path.is_file(): return
+    try: state = read_run_checkpoint(path)
+    except UsageError: return  # not a run's checkpoint: nothing that --resume could continue
+    s = state['settings']
+    total = sum(n for n, *_ in _fits(s['epochs'], 1.0, s['pretrained']))
+    if state['epoch'] < total:
+        raise UsageError(f"--out {path.parent} holds an unfinished run ({state['epoch']} of {total} epochs in {path.name}): --resume continues it; "
+                         f"another --out, or --overwrite, starts afresh")
+
+def _digits(cache) -> Path:
+    "The digits folder in `cache` (default cache_dir()), written there the first time"
+    dest = Path(cache).expanduser()/'digits' if cache else None
+    try: return digits_folder(dest)
+    except OSError as e: raise UsageError(f"--cache {cache or cache_dir()}: cannot write the digits there ({e.strerror or e})") from None
 
 def train(data: str|Path|None=None, # image folder; default: the digits, written once into the cache folder
           arch: str='xresnet18', # one of PRESETS
@@ -136,21 +166,43 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
           out: str|Path='out', # folder for export.pkl, metrics.json, checkpoint.pth and plots
           cache: str|Path|None=None, # where the digits are written when `data` is None; default cache_dir()
           resume: bool|str|Path=False, # True: continue the run saved in out/checkpoint.pth; a path: from that checkpoint
+          overwrite: bool=False, # start afresh even where `out` holds an unfinished run
           cbs: list|None=None, # more fastai callbacks for the fits
          ) -> dict:
     "Train an xResNet on an image folder with fastai; write the learner, metrics, checkpoint and plots to `out`; return the metrics"
     start, rank = time.perf_counter(), rank_distrib()
-    cbs = _check_args(data, cache, out, resume, pretrained, channels_last, cbs)
-    device, out = pick_device(device), Path(out)
+    cbs = _check_args(data, cache, out, resume, pretrained, channels_last, overwrite, cbs)
+    device, out = pick_device(device), Path(out).expanduser()
     check_options(None, arch, size, bs, epochs, lr, precision, device, seed, workers, out)  # all that needs no folder, before scanning it
     ckpt_path = Path(resume) if isinstance(resume, (str, os.PathLike)) else out/'checkpoint.pth'
     state = read_run_checkpoint(ckpt_path) if resume is not False else None
-    folder = check_folder(data if data is not None else digits_folder(Path(cache)/'digits' if cache else None), valid_pct, progress=None if rank == 0 else False)
+    folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
     check_options(folder, arch, size, bs, epochs, lr, precision, device, seed, workers, out)
+    if (o := out.resolve()) == (d := folder.path.resolve()) or d in o.parents:
+        raise UsageError(f"--out {out} is inside --data {folder.path}: the run's plots would become training images; choose an --out outside it")
     settings = dict(arch=arch, data=str(folder.path.resolve()), classes=folder.classes, files=folder.digest(), size=size, bs=bs, epochs=epochs,
                     lr=lr, pretrained=pretrained if isinstance(pretrained, bool) else str(pretrained), precision=precision,
                     channels_last=channels_last, seed=seed, valid_pct=valid_pct)
     changes = _check_resume(state, settings, ckpt_path) if state else {}
+    run = {}  # the run's Checkpoint and EpochLog, for the message if it is interrupted
+    try:
+        with hold_out(check_writable(out)) if rank == 0 else contextlib.nullcontext():
+            if rank == 0 and resume is False and not overwrite: _refuse_unfinished(out/'checkpoint.pth')
+            return _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, device, seed, workers, valid_pct, out,
+                               cbs, start, rank, ckpt_path, state, folder, settings, changes, run)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the command line's handler: one line, and where to resume from
+        if isinstance(e, Interrupted): raise
+        saver, log = run.get('saver'), run.get('log')
+        where = saver.position() if saver else 'before training started'
+        message = f"interrupted at {where}; " + (saver.describe(interrupted=True) if saver else
+                                                   f"the checkpoint {ckpt_path} is unchanged" if state else 'no checkpoint was written')
+        if log:
+            with contextlib.suppress(Exception): log.write(interrupted=message, seconds=time.perf_counter() - start)
+        raise Interrupted(message, 143 if isinstance(e, Terminated) else 130) from None
+
+def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, device, seed, workers, valid_pct, out,
+                cbs, start, rank, ckpt_path, state, folder, settings, changes, run):
+    "The part of `train` that writes into `out`, while the run holds it"
     if rank == 0:
         for line in folder.report(): print(f"xresnet-fa: {line}", file=sys.stderr)
     set_seed(seed, reproducible=True)
@@ -160,7 +212,6 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     except (ImportError, RuntimeError, OSError, ValueError) as e: raise UsageError(f"--arch {arch} --pretrained: {e}") from None
     if precision != '32': learn.add_cb(DeviceMixedPrecision(amp_mode='fp16' if precision == '16' else 'bf16'))
     if channels_last: learn.to_channelslast(use_amp=False)
-    if rank == 0: out.mkdir(parents=True, exist_ok=True)
     info = dict(arch=arch, data=str(folder.path), classes=folder.classes, n_train=folder.n_train, n_valid=folder.n_valid,
                 size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last,
                 device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems())
@@ -173,25 +224,27 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
             learn.path, path = Path(scratch), learn.path
             try: suggestion = learn.lr_find(show_plot=rank == 0)
             finally: learn.path = path
-        if rank == 0: plt.gcf().savefig(out/'lr_find.png', dpi=100, bbox_inches='tight'); plt.close('all')
+        if rank == 0: _save_figure(plt.gcf(), out/'lr_find.png')
         lr = float(suggestion.valley)
     info['lr'] = lr
-    log = EpochLog(out/'metrics.json', info, state['log'] if state else None) if rank == 0 else None
+    run['log'] = log = EpochLog(out/'metrics.json', info, state['log'] if state else None) if rank == 0 else None
     if log: log.write()  # the settings and the folder report are on disk before the first batch
-    saver = Checkpoint(out/'checkpoint.pth', {**settings, 'lr_used': lr}, dls.loaders, state, write=rank == 0, source=ckpt_path, log=log)
+    run['saver'] = saver = Checkpoint(out/'checkpoint.pth', {**settings, 'lr_used': lr}, dls.loaders, state, write=rank == 0, source=ckpt_path, log=log)
     run_cbs = [StopOnNonFinite(), saver, *([log] if log else []), *cbs]
     if num_distrib() > 1: DistributedDL._broadcast = _broadcast_on_backend
     with learn.distrib_ctx(sync_bn=False, cpu=device.type == 'cpu') if num_distrib() > 1 else contextlib.nullcontext():
         try: _run_fits(learn, _fits(epochs, lr, pretrained), saver.done, run_cbs, state['opt'] if state else None)
         except TrainingError as e:
-            message = f"{e.reason}; {saver.describe()}"
+            after = (f"make room there, or choose another --out, then {'resume with --resume' if saver.done else 'start again'}"
+                     if isinstance(e, OutputError) else saver.describe())
+            message = f"{e.reason}; {after}"
             if log: log.write(error=message, seconds=time.perf_counter() - start)
             raise TrainingError(message) from None
         acc = float(learn.recorder.values[-1][2])
         if rank == 0: _save_loss_plot(learn, out)  # before get_preds below resets the recorder
         confusion = ClassificationInterpretation.from_learner(learn).confusion_matrix()  # every rank takes part
     if rank != 0: return dict(info, rank=rank)
-    learn.export(out.resolve()/'export.pkl')
+    _write_atomic(out/'export.pkl', lambda tmp: learn.export(tmp.resolve()))
     _save_confusion_plot(confusion, list(dls.vocab), out)
     log.write(accuracy=acc, seconds=time.perf_counter() - start)
     return log.info | {'epochs': log.epochs}

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from .checks import check_depth, check_instance, check_int, check_module, check_size, check_xresnet
+from .checks import check_depth, check_input, check_instance, check_int, check_module, check_size, check_xresnet
 from .conv import conv_block, init_weights
 from .resblock import ResBlock
 from .weights import load_pretrained
@@ -108,6 +108,7 @@ class XResNet(nn.Sequential):
         head = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(float(p))),
                 ('fc', init_weights(nn.Linear(c, n_out)))]
         super().__init__(OrderedDict(body + head))
+        self.register_forward_pre_hook(check_input)  # images of another dtype than the weights: a clear error (checks notebook)
 
     def __getitem__(self, idx):
         "An int gives that layer; a slice gives a plain nn.Sequential with the same names"
