@@ -56,13 +56,13 @@ def check_site(site: Path, base: str, lib: Path | None = None) -> dict:
     if not (site/'index.html').exists(): raise SiteError(f'{site}/index.html is missing')
     parsed = {p: _parse(p) for p in pages}
     problems, n_links, n_anchors, n_imgs = [], 0, 0, 0
+    for css in site.rglob('*.css'):
+        if re.search(r'url\(\s*["\']?(https?:)?//|@import\s+["\']?(https?:)?//', css.read_text(errors='replace')):
+            problems.append(f'{css.relative_to(site)}: fetches a font or style from another host')
     for p, pg in parsed.items():
         rel = p.relative_to(site)
         for url in pg.loads:
             if _external(url): problems.append(f'{rel}: loads {url} from another host')
-        for css in ([] if p != pages[0] else site.rglob('*.css')):
-            if re.search(r'url\(\s*["\']?(https?:)?//|@import\s+["\']?(https?:)?//', css.read_text(errors='replace')):
-                problems.append(f'{css.relative_to(site)}: fetches a font or style from another host')
         for src in pg.imgs:
             if src.startswith('data:'): n_imgs += 1; continue
             if _external(src): continue  # reported above
