@@ -40,7 +40,6 @@ def _summary(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #0f5d2710
 def _predict(args) -> int:
-    from PIL import Image
     from xresnet_fa.folder import read_error
     model = Path(args.model)
     if model.is_dir(): raise UsageError(f"--model {model}: is a folder; give the learner file in it"
