@@ -24,7 +24,7 @@ def test_fused_equals_eval_model(depth, tweaks):
 def test_speed_benchmark_smoke(tmp_path):
     root = Path(__file__).resolve().parent.parent
     r = subprocess.run([sys.executable, str(root/'benchmarks'/'speed.py'), '--depths', '18', '--repeats', '1', '--steps', '1',
-                        '--train-bs', '2', '--train-size', '32', '--infer-bs', '2', '--infer-size', '32', '--json', str(tmp_path/'s.json')],
+                        '--train-bs', '2', '--train-size', '32', '--infer-bs', '2', '--infer-size', '32', '--memory-repeats', '1', '--json', str(tmp_path/'s.json')],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path/'s.json').read_text())['results']['xresnet18']

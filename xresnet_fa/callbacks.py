@@ -223,10 +223,10 @@ _FLAGS = dict(arch='--arch', data='--data', classes='--data (its classes)', file
               epochs='--epochs', lr='--lr', pretrained='--pretrained', precision='--precision', channels_last='--channels-last',
               seed='--seed', valid_pct='--valid-pct')
 
-_MAY_CHANGE = ('lr', 'precision', 'data')  # what a resume may change: after a non-finite loss, or a folder moved (its files must match)
+_MAY_CHANGE = ('lr', 'precision', 'channels_last', 'data')  # what a resume may change: after a non-finite loss, a speed setting, or a folder moved (its files must match)
 
 def _check_resume(state: dict, settings: dict, path: Path) -> dict:
-    "Raise UsageError naming each setting of this run that differs from the checkpoint's, except --lr, --precision and the folder's path; return those changes"
+    "Raise UsageError naming each setting of this run that differs from the checkpoint's, except --lr, --precision, --channels-last and the folder's path; return those changes"
     saved = state['settings']
     diff = [f"{_FLAGS.get(k, k)} {saved.get(k)!r} there, {v!r} here" for k, v in settings.items() if saved.get(k) != v and k not in _MAY_CHANGE]
     if diff: raise UsageError(f"--resume {path}: the checkpoint's run had other settings ({'; '.join(diff)}); resume with the options it was started with")

@@ -56,9 +56,11 @@ def _predict(args) -> int:
     except Exception as e:
         raise UsageError(f"--model {args.model}: not a learner exported by fastai ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                          f"xresnet-fa train writes one to OUT/export.pkl") from None
-    for f in args.images:
-        with learn.no_bar(): label, idx, probs = learn.predict(f)
-        print(f"{f}\t{label}\t{float(probs[idx]):.4f}")
+    from xresnet_fa.fast import predict_files
+    if args.bs < 1: raise UsageError(f"--bs must be a whole number >= 1; got {args.bs}")
+    labels, probs, how = predict_files(learn, args.images, args.bs, args.precision, args.channels_last)
+    print(f"xresnet-fa: predicting in {how}", file=sys.stderr)
+    for f, label, p in zip(args.images, labels, probs): print(f"{f}\t{label}\t{float(p.max()):.4f}")
     return 0
 
 # %% ../nbs/09_cli.ipynb #db384271
@@ -66,6 +68,13 @@ def _lr(v: str):
     if v == 'find': return v
     try: return float(v)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a number or 'find', got {v!r}") from None
+
+def _speed_options(p: argparse.ArgumentParser):
+    p.add_argument('--precision', choices=['auto', '32', '16', 'bf16'], default='auto',
+                   help='auto (default): bf16 mixed precision where the device runs it faster (CUDA 8.0+, or a CPU where a probe measures it), '
+                        'else float32; 32 turns it off; 16 needs CUDA')
+    p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
+                   help='channels-last memory format (default: on for CPU and CUDA); --no-channels-last turns it off')
 
 def parser() -> argparse.ArgumentParser:
     "The `xresnet-fa` argument parser"
@@ -80,8 +89,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--lr', type=_lr, default=5e-3, help="peak learning rate, or 'find' to run lr_find and save its plot (default: 0.005)")
     t.add_argument('--pretrained', nargs='?', const=True, default=False, metavar='FILE',
                    help='start from ImageNet weights (through timm), or from the weights in FILE, and fine_tune')
-    t.add_argument('--precision', choices=['32', '16', 'bf16'], default='32', help='mixed precision (16 needs CUDA; default: 32)')
-    t.add_argument('--channels-last', action='store_true', help='channels-last memory format')
+    _speed_options(t)
     t.add_argument('--device', help='cpu, cuda or cuda:N (default: CUDA if available, else CPU)')
     t.add_argument('--seed', type=int, default=42, help='seed of split, weights and batch order (default: 42)')
     t.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
@@ -104,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
                        description='Classify images with an exported learner. export.pkl is a pickle: load only files from a trusted source.')
     r.add_argument('--model', default='out/export.pkl', help='exported learner (default: out/export.pkl); trusted files only')
     r.add_argument('images', nargs='+', help='image files')
+    r.add_argument('--bs', type=int, default=64, help='images per batch (default: 64)')
+    _speed_options(r)
     r.set_defaults(func=_predict)
     return p
 

@@ -6,15 +6,20 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/fast.html.md"""
 
 # %% ../nbs/11_fast.ipynb #5f8a9f9f
 from __future__ import annotations
-import copy, os
+import contextlib, copy, json, os, platform, statistics, time
 from pathlib import Path
 import torch
 from torch import nn
 from .checks import got, check_bool, check_int, check_module
+from .conv import conv_block
+from .data import cache_dir
 from .xresnet import XResNet
+try: import fcntl
+except ImportError: fcntl = None  # Windows: the probe runs without a lock
 
 # %% auto #0
-__all__ = ['fold_bn', 'fuse', 'fast_inference', 'export_onnx']
+__all__ = ['BF16_MIN_SPEEDUP', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'speed_defaults', 'InDtype', 'fast_inference',
+           'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -49,14 +54,132 @@ def fuse(model: nn.Module, # an XResNet (or any part of one)
     if channels_last: fused = fused.to(memory_format=torch.channels_last)
     return fused.requires_grad_(False)
 
+# %% ../nbs/11_fast.ipynb #a1f0c002
+def native_bf16(device: torch.device) -> str|None:
+    "The bf16 hardware `device` has, in words (None: none): CUDA compute capability >= 8.0, or a CPU with AMX or AVX512-BF16"
+    if not isinstance(device, torch.device): raise TypeError(f"device must be a torch.device; got {got(device)}")
+    if device.type == 'cuda':
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"CUDA compute capability {major}.{minor}" if major >= 8 else None
+    if device.type != 'cpu': return None
+    return 'AMX' if torch.cpu._is_amx_tile_supported() else 'AVX512-BF16' if torch.cpu._is_avx512_bf16_supported() else None
+
+# %% ../nbs/11_fast.ipynb #a1f0c006
+@contextlib.contextmanager
+def _locked(path: Path):
+    "An exclusive flock on `path` while the block runs, where its folder can be written (else no lock)"
+    try: path.parent.mkdir(parents=True, exist_ok=True); f = open(path, 'a')
+    except OSError: yield; return
+    with f:
+        if fcntl is not None: fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+def _cpu_name() -> str:
+    "The CPU's model name (Linux: /proc/cpuinfo), else what platform reports"
+    with contextlib.suppress(OSError):
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+def _probe() -> float:
+    "Median float32 time / median bf16-autocast time of a bottleneck block's training step on the CPU"
+    block = nn.Sequential(conv_block(256, 64, 1), conv_block(64, 64, 3), conv_block(64, 256, 1)).to(memory_format=torch.channels_last)
+    x = torch.randn(16, 256, 28, 28, generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): loss = block(x).float().sum()
+        loss.backward()
+        return time.perf_counter() - start
+    for bf16 in (False, True, False, True): step(bf16)  # warm-up: oneDNN builds its kernels
+    times = [(step(False), step(True)) for _ in range(5)]
+    return statistics.median(t for t, _ in times)/statistics.median(t for _, t in times)
+
+def bf16_speedup(cache: str|Path|None=None, # folder of the probe's answers; default cache_dir()
+                ) -> float:
+    "How many times faster a bf16-autocast training step is than a float32 one on this CPU: measured once, then read from `cache`"
+    path = Path(cache if cache is not None else cache_dir()).expanduser()/'bf16_probe.json'
+    key = f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    with _locked(path.with_suffix('.lock')):
+        try: known = json.loads(path.read_text())
+        except (OSError, ValueError): known = {}
+        if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
+            known = {**(known if isinstance(known, dict) else {}), key: round(_probe(), 3)}
+            with contextlib.suppress(OSError):  # an unwritable cache only means measuring again next time
+                tmp = path.with_suffix('.tmp'); tmp.write_text(json.dumps(known, indent=1)); os.replace(tmp, path)
+        return float(known[key])
+
+# %% ../nbs/11_fast.ipynb #a1f0c009
+BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
+
+def speed_defaults(device: torch.device, # where the network runs
+                   precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
+                   channels_last: bool|None=None, # None: on for CPU and CUDA
+                   cache: str|Path|None=None, # where the CPU probe keeps its answer; default cache_dir()
+                  ) -> tuple[str, bool, str]:
+    "(precision, channels_last, why): the fastest safe setting for `device` where the user left the choice, and the reason in words"
+    if not isinstance(device, torch.device): raise TypeError(f"device must be a torch.device; got {got(device)}")
+    if precision not in ('auto', '32', '16', 'bf16'): raise ValueError(f"precision must be one of 'auto', '32', '16', 'bf16' (strings); got {precision!r}")
+    if channels_last not in (None, True, False): raise ValueError(f"channels_last must be True, False or None (choose); got {channels_last!r}")
+    why = []
+    if precision == 'auto':
+        hw = native_bf16(device)
+        if hw is None: precision, reason = '32', f"no native bf16 on this {device.type.upper()}"
+        elif device.type == 'cuda': precision, reason = 'bf16', hw
+        else:
+            x = bf16_speedup(cache)
+            precision = 'bf16' if x >= BF16_MIN_SPEEDUP else '32'
+            reason = f"{hw}: a bf16 training step measured {x:.2f}x float32 on this CPU"
+        why.append(f"{'bf16 mixed precision' if precision == 'bf16' else 'float32'} ({reason})")
+    else: why.append(f"{ {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}[precision]} (asked)")
+    if channels_last is None: channels_last = device.type in ('cpu', 'cuda')
+    why.append('channels-last' if channels_last else 'channels-first (NCHW)')
+    return precision, channels_last, ', '.join(why)
+
+# %% ../nbs/11_fast.ipynb #a1f0c00d
+_DTYPES = {'32': None, '16': torch.float16, 'bf16': torch.bfloat16}  # --precision: the autocast dtype
+
+class InDtype(nn.Module):
+    "Run `model` with its weights in `dtype` on inputs cast to `dtype` and channels-last; return float32"
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model, self.dtype = model.to(dtype), dtype
+    def forward(self, x): return self.model(x.to(self.dtype, memory_format=torch.channels_last)).float()
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device('cpu'))
+
 # %% ../nbs/11_fast.ipynb #232e721a
 def fast_inference(model: nn.Module, # an XResNet
                    compile: bool=True, # torch.compile with Inductor freezing (weights as constants)
+                   precision: str='auto', # 'auto': bf16 where it is faster on the model's device (speed_defaults); '32', '16' or 'bf16'
                   ) -> nn.Module:
-    "`fuse(model)`, compiled with frozen weights: the fastest way we know to run inference; feed it channels-last batches"
-    check_bool('compile', compile)
+    "`fuse(model)` in the fastest precision for its device, compiled with frozen weights: the fastest way we know to run inference"
+    check_module('model', model); check_bool('compile', compile)
+    precision, _, _ = speed_defaults(_device(model), precision, True)
     fused = fuse(model)
+    if precision != '32': fused = InDtype(fused, _DTYPES[precision])
     return torch.compile(fused, options={'freezing': True}) if compile else fused
+
+# %% ../nbs/11_fast.ipynb #a1f0c010
+def predict_files(learn, # a fastai Learner, such as load_learner returns
+                  items: list, # image files
+                  bs: int=64, # images per batch
+                  precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
+                  channels_last: bool|None=None, # None: on for CPU and CUDA
+                 ) -> tuple[list, torch.Tensor, str]:
+    "(labels, probabilities, how it ran) for image files: `learn`'s transforms, then its model with BatchNorm folded"
+    check_int('bs', bs)
+    device = _device(learn.model)
+    precision, channels_last, why = speed_defaults(device, precision, channels_last)
+    try: model = fuse(learn.model, channels_last=channels_last)
+    except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
+    dtype, probs = _DTYPES[precision], []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+        for xb, *_ in learn.dls.test_dl(items, bs=bs, num_workers=0, device=device):
+            if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+            probs.append(learn.loss_func.activation(model(xb).float()).as_subclass(torch.Tensor))
+    probs = torch.cat(probs)
+    return [learn.dls.vocab[i] for i in probs.argmax(1)], probs, why
 
 # %% ../nbs/11_fast.ipynb #065fb4a5
 def export_onnx(model: nn.Module, # a network, usually `fuse(model)`

@@ -24,6 +24,7 @@ from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .xresnet import PRESETS
 from .folder import Folder, check_folder, folder_dls
+from .fast import speed_defaults
 from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
                                   Checkpoint, read_run_checkpoint, _check_resume, _write_atomic)
 
@@ -49,7 +50,7 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
         raise UsageError(f"--bs {bs} is larger than the {folder.n_train} training images; use --bs {folder.n_train} or less")
     if lr != 'find' and (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < 10):
         raise UsageError(f"--lr must be a positive number below 10 (such as 5e-3) or 'find'; got {lr!r}")
-    if precision not in ('32', '16', 'bf16'): raise UsageError(f"--precision must be one of '32', '16', 'bf16' (strings); got {precision!r}")
+    if precision not in ('auto', '32', '16', 'bf16'): raise UsageError(f"--precision must be one of 'auto', '32', '16', 'bf16' (strings); got {precision!r}")
     if precision == '16' and device.type != 'cuda':
         raise UsageError(f"--precision 16 needs a CUDA device (float16 autocast on {device.type} is not supported by fastai); use bf16 or 32")
     if folder is not None: check_memory(PRESETS[arch], arch, size, bs, device)  # after the batch is known to fit the data
@@ -126,7 +127,7 @@ def _check_args(data, cache, out, resume, pretrained, channels_last, overwrite, 
     if not isinstance(overwrite, bool): raise UsageError(f"--overwrite must be True or False; got {overwrite!r}")
     if not isinstance(resume, (bool, str, os.PathLike)): raise UsageError(f"--resume must be True, False or a checkpoint path; got {resume!r}")
     if not isinstance(pretrained, (bool, str, os.PathLike)): raise UsageError(f"--pretrained must be True, False or a weights file path; got {pretrained!r}")
-    if not isinstance(channels_last, bool): raise UsageError(f"--channels-last must be True or False; got {channels_last!r}")
+    if channels_last not in (None, True, False): raise UsageError(f"--channels-last must be True, False or None (choose); got {channels_last!r}")
     for name, v in (('--data', data), ('--cache', cache), ('--out', out)):
         if v is not None and not isinstance(v, (str, os.PathLike)): raise UsageError(f"{name} must be a folder path; got {v!r}")
     cbs = [cbs] if isinstance(cbs, Callback) else list(cbs) if isinstance(cbs, (list, tuple, L)) else [] if cbs is None else [cbs]
@@ -144,6 +145,16 @@ def _refuse_unfinished(path: Path):
         raise UsageError(f"--out {path.parent} holds an unfinished run ({state['epoch']} of {total} epochs in {path.name}): --resume continues it; "
                          f"another --out, or --overwrite, starts afresh")
 
+def _speed(precision: str, channels_last: bool|None, device: torch.device, state: dict|None, cache) -> tuple[str, bool, str]:
+    "(precision, channels_last, why) of the run: what the user gave, else the resumed checkpoint's, else speed_defaults' choice"
+    if not state or (precision != 'auto' and channels_last is not None): return speed_defaults(device, precision, channels_last, cache)
+    saved = state['settings']
+    precision = saved.get('precision', '32') if precision == 'auto' else precision
+    channels_last = saved.get('channels_last', False) if channels_last is None else channels_last
+    precision, channels_last, _ = speed_defaults(device, precision, channels_last)
+    return precision, channels_last, (f"{'float32' if precision == '32' else precision + ' mixed precision'}, "
+                                      f"{'channels-last' if channels_last else 'channels-first (NCHW)'}, as the checkpoint's run")
+
 def _digits(cache) -> Path:
     "The digits folder in `cache` (default cache_dir()), written there the first time"
     dest = Path(cache).expanduser()/'digits' if cache else None
@@ -157,8 +168,8 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
           bs: int=32, # batch size
           lr: float|str=5e-3, # peak learning rate, or 'find' to use lr_find's suggestion
           pretrained: bool|str=False, # True: ImageNet weights; a path: a local checkpoint (vision_learner + fine_tune)
-          precision: str='32', # '32', '16' (CUDA) or 'bf16' mixed precision
-          channels_last: bool=False, # channels-last memory format
+          precision: str='auto', # 'auto': bf16 where it is faster (speed_defaults), else '32'; or '32', '16' (CUDA), 'bf16'
+          channels_last: bool|None=None, # channels-last memory format; None: on for CPU and CUDA
           device: str|None=None, # default: CUDA if available, else CPU
           seed: int=42, # seed of the split, the initial weights and the batch order
           workers: int=0, # DataLoader worker processes
@@ -176,6 +187,7 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     check_options(None, arch, size, bs, epochs, lr, precision, device, seed, workers, out)  # all that needs no folder, before scanning it
     ckpt_path = Path(resume) if isinstance(resume, (str, os.PathLike)) else out/'checkpoint.pth'
     state = read_run_checkpoint(ckpt_path) if resume is not False else None
+    precision, channels_last, speed = _speed(precision, channels_last, device, state, cache)
     folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
     check_options(folder, arch, size, bs, epochs, lr, precision, device, seed, workers, out)
     if (o := out.resolve()) == (d := folder.path.resolve()) or d in o.parents:
@@ -188,7 +200,7 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     try:
         with hold_out(check_writable(out)) if rank == 0 else contextlib.nullcontext():
             if rank == 0 and resume is False and not overwrite: _refuse_unfinished(out/'checkpoint.pth')
-            return _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, device, seed, workers, valid_pct, out,
+            return _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, speed, device, seed, workers, valid_pct, out,
                                cbs, start, rank, ckpt_path, state, folder, settings, changes, run)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the command line's handler: one line, and where to resume from
         if isinstance(e, Interrupted): raise
@@ -200,11 +212,12 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
             with contextlib.suppress(Exception): log.write(interrupted=message, seconds=time.perf_counter() - start)
         raise Interrupted(message, 143 if isinstance(e, Terminated) else 130) from None
 
-def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, device, seed, workers, valid_pct, out,
+def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, speed, device, seed, workers, valid_pct, out,
                 cbs, start, rank, ckpt_path, state, folder, settings, changes, run):
     "The part of `train` that writes into `out`, while the run holds it"
     if rank == 0:
         for line in folder.report(): print(f"xresnet-fa: {line}", file=sys.stderr)
+        print(f"xresnet-fa: training in {speed}", file=sys.stderr)
     set_seed(seed, reproducible=True)
     dls = folder_dls(folder, size, bs, workers, device, seed, valid_pct)
     try: learn = (vision_learner(dls, PRESETS[arch], pretrained=pretrained, metrics=accuracy) if pretrained else
@@ -213,7 +226,7 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
     if precision != '32': learn.add_cb(DeviceMixedPrecision(amp_mode='fp16' if precision == '16' else 'bf16'))
     if channels_last: learn.to_channelslast(use_amp=False)
     info = dict(arch=arch, data=str(folder.path), classes=folder.classes, n_train=folder.n_train, n_valid=folder.n_valid,
-                size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last,
+                size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last, speed=speed,
                 device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems())
     if state:
         learn.model.load_state_dict(state['model'])
