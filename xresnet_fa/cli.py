@@ -41,6 +41,8 @@ def _summary(args) -> int:
 # %% ../nbs/09_cli.ipynb #0f5d2710
 def _predict(args) -> int:
     from xresnet_fa.folder import read_error
+    if args.bs < 1: raise UsageError(f"--bs must be a whole number >= 1; got {args.bs}")
+    if args.precision == '16': raise UsageError("--precision 16 needs CUDA, and predict runs on the CPU; use bf16 or 32")
     model = Path(args.model)
     if model.is_dir(): raise UsageError(f"--model {model}: is a folder; give the learner file in it"
                                         + (f" ({model/'export.pkl'})" if (model/'export.pkl').is_file() else ", export.pkl"))
@@ -57,7 +59,6 @@ def _predict(args) -> int:
         raise UsageError(f"--model {args.model}: not a learner exported by fastai ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                          f"xresnet-fa train writes one to OUT/export.pkl") from None
     from xresnet_fa.fast import predict_files
-    if args.bs < 1: raise UsageError(f"--bs must be a whole number >= 1; got {args.bs}")
     labels, probs, how = predict_files(learn, args.images, args.bs, args.precision, args.channels_last)
     print(f"xresnet-fa: predicting in {how}", file=sys.stderr)
     for f, label, p in zip(args.images, labels, probs): print(f"{f}\t{label}\t{float(p.max()):.4f}")

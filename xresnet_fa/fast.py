@@ -120,6 +120,7 @@ def speed_defaults(device: torch.device, # where the network runs
     if not isinstance(device, torch.device): raise TypeError(f"device must be a torch.device; got {got(device)}")
     if precision not in ('auto', '32', '16', 'bf16'): raise ValueError(f"precision must be one of 'auto', '32', '16', 'bf16' (strings); got {precision!r}")
     if channels_last not in (None, True, False): raise ValueError(f"channels_last must be True, False or None (choose); got {channels_last!r}")
+    if precision == '16' and device.type != 'cuda': raise ValueError(f"precision '16' needs a CUDA device; on {device.type} use 'bf16' or '32'")
     why = []
     if precision == 'auto':
         hw = native_bf16(device)

@@ -217,7 +217,6 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
     "The part of `train` that writes into `out`, while the run holds it"
     if rank == 0:
         for line in folder.report(): print(f"xresnet-fa: {line}", file=sys.stderr)
-        print(f"xresnet-fa: training in {speed}", file=sys.stderr)
     set_seed(seed, reproducible=True)
     dls = folder_dls(folder, size, bs, workers, device, seed, valid_pct)
     try: learn = (vision_learner(dls, PRESETS[arch], pretrained=pretrained, metrics=accuracy) if pretrained else
@@ -225,6 +224,7 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
     except (ImportError, RuntimeError, OSError, ValueError) as e: raise UsageError(f"--arch {arch} --pretrained: {e}") from None
     if precision != '32': learn.add_cb(DeviceMixedPrecision(amp_mode='fp16' if precision == '16' else 'bf16'))
     if channels_last: learn.to_channelslast(use_amp=False)
+    if rank == 0: print(f"xresnet-fa: training in {speed}", file=sys.stderr)  # once the learner is built: the run will start
     info = dict(arch=arch, data=str(folder.path), classes=folder.classes, n_train=folder.n_train, n_valid=folder.n_valid,
                 size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last, speed=speed,
                 device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems())
