@@ -1,5 +1,5 @@
 "Speed by default: what train and predict choose, print and record; bf16 as stable as float32; a quiet start; the benchmark runs."
-import json, statistics, subprocess, sys
+import json, shutil, statistics, subprocess, sys
 from pathlib import Path
 import pytest, torch
 from fastai.callback.core import Callback
@@ -41,19 +41,20 @@ def test_defaults_printed_once_recorded_and_opted_out(small, tmp_path, capsys):
 
 def test_resume_keeps_the_checkpoint_setting_unless_overridden(small, tmp_path):
     "A bf16, channels-first run, resumed with the defaults, stays bf16 and channels-first, and ends where the uninterrupted run ends"
-    run = dict(RUN, data=small, epochs=3, precision='bf16', channels_last=False)
+    run = dict(RUN, data=small, epochs=2, precision='bf16', channels_last=False)
     full = train(**run, out=tmp_path/'full')
-    with pytest.raises(KeyboardInterrupt): train(**run, out=tmp_path/'cut', cbs=[StopAfter(1)])
-    resumed = train(small, **RUN, epochs=3, out=tmp_path/'cut', resume=True)  # precision and layout left to choose
+    with pytest.raises(KeyboardInterrupt): train(**run, out=tmp_path/'cut', cbs=[StopAfter(0)])
+    shutil.copy(tmp_path/'cut'/'checkpoint.pth', tmp_path/'after_epoch_0.pth')
+    resumed = train(small, **RUN, epochs=2, out=tmp_path/'cut', resume=True)  # precision and layout left to choose
     assert (resumed['precision'], resumed['channels_last']) == ('bf16', False) and resumed['speed'].endswith("as the checkpoint's run")
     assert 'resume_changes' not in resumed
     a, b = saved(tmp_path/'full'), saved(tmp_path/'cut')
     diff = max((a['model'][k].float() - b['model'][k].float()).abs().max().item() for k in a['model'])
     assert diff <= 1e-6, diff  # bf16 on the CPU is deterministic: the same batches give the same weights
     assert [e['accuracy'] for e in resumed['epochs']] == [e['accuracy'] for e in full['epochs']]
-    with pytest.raises(KeyboardInterrupt): train(**run, out=tmp_path/'over', cbs=[StopAfter(0)])
-    m = train(small, **RUN, epochs=3, out=tmp_path/'over', resume=True, precision='32', channels_last=True)
+    m = train(small, **RUN, epochs=2, out=tmp_path/'over', resume=tmp_path/'after_epoch_0.pth', precision='32', channels_last=True)
     assert m['resume_changes'] == {'precision': {'was': 'bf16', 'now': '32'}, 'channels_last': {'was': False, 'now': True}}
+    assert (m['precision'], m['channels_last']) == ('32', True)
 
 
 def test_non_finite_stop_under_bf16(small, tmp_path):
