@@ -18,8 +18,8 @@ try: import fcntl
 except ImportError: fcntl = None  # Windows: the probe runs without a lock
 
 # %% auto #0
-__all__ = ['BF16_MIN_SPEEDUP', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'speed_defaults', 'InDtype', 'fast_inference',
-           'predict_files', 'export_onnx']
+__all__ = ['BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'describe_speed',
+           'speed_defaults', 'InDtype', 'fast_inference', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -110,6 +110,11 @@ def bf16_speedup(cache: str|Path|None=None, # folder of the probe's answers; def
 
 # %% ../nbs/11_fast.ipynb #a1f0c009
 BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
+PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
+
+def describe_speed(precision: str, channels_last: bool, reason: str|None=None) -> str:
+    "The setting in words, for messages: 'float32 (reason), channels-last'"
+    return f"{PRECISION_NAMES[precision]}{f' ({reason})' if reason else ''}, {'channels-last' if channels_last else 'channels-first (NCHW)'}"
 
 def speed_defaults(device: torch.device, # where the network runs
                    precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
@@ -121,7 +126,6 @@ def speed_defaults(device: torch.device, # where the network runs
     if precision not in ('auto', '32', '16', 'bf16'): raise ValueError(f"precision must be one of 'auto', '32', '16', 'bf16' (strings); got {precision!r}")
     if channels_last not in (None, True, False): raise ValueError(f"channels_last must be True, False or None (choose); got {channels_last!r}")
     if precision == '16' and device.type != 'cuda': raise ValueError(f"precision '16' needs a CUDA device; on {device.type} use 'bf16' or '32'")
-    why = []
     if precision == 'auto':
         hw = native_bf16(device)
         if hw is None: precision, reason = '32', f"no native bf16 on this {device.type.upper()}"
@@ -130,11 +134,9 @@ def speed_defaults(device: torch.device, # where the network runs
             x = bf16_speedup(cache)
             precision = 'bf16' if x >= BF16_MIN_SPEEDUP else '32'
             reason = f"{hw}: a bf16 training step measured {x:.2f}x float32 on this CPU"
-        why.append(f"{'bf16 mixed precision' if precision == 'bf16' else 'float32'} ({reason})")
-    else: why.append(f"{ {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}[precision]} (asked)")
+    else: reason = 'asked'
     if channels_last is None: channels_last = device.type in ('cpu', 'cuda')
-    why.append('channels-last' if channels_last else 'channels-first (NCHW)')
-    return precision, channels_last, ', '.join(why)
+    return precision, channels_last, describe_speed(precision, channels_last, reason)
 
 # %% ../nbs/11_fast.ipynb #a1f0c00d
 _DTYPES = {'32': None, '16': torch.float16, 'bf16': torch.bfloat16}  # --precision: the autocast dtype

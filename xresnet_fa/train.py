@@ -24,7 +24,7 @@ from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .xresnet import PRESETS
 from .folder import Folder, check_folder, folder_dls
-from .fast import speed_defaults
+from .fast import describe_speed, speed_defaults
 from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
                                   Checkpoint, read_run_checkpoint, _check_resume, _write_atomic)
 
@@ -152,8 +152,7 @@ def _speed(precision: str, channels_last: bool|None, device: torch.device, state
     precision = saved.get('precision', '32') if precision == 'auto' else precision
     channels_last = saved.get('channels_last', False) if channels_last is None else channels_last
     precision, channels_last, _ = speed_defaults(device, precision, channels_last)
-    return precision, channels_last, (f"{'float32' if precision == '32' else precision + ' mixed precision'}, "
-                                      f"{'channels-last' if channels_last else 'channels-first (NCHW)'}, as the checkpoint's run")
+    return precision, channels_last, f"{describe_speed(precision, channels_last)}, as the checkpoint's run"
 
 def _digits(cache) -> Path:
     "The digits folder in `cache` (default cache_dir()), written there the first time"
