@@ -7,10 +7,11 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/conv.html.md"""
 # %% ../nbs/00_conv.ipynb #dfa6e4c8
 from __future__ import annotations
 from collections import OrderedDict
+import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['conv_out_size', 'conv', 'init_weights', 'make_act', 'conv_block']
+__all__ = ['conv_out_size', 'Conv1d', 'Conv2d', 'Conv3d', 'conv', 'init_weights', 'make_act', 'conv_block']
 
 # %% ../nbs/00_conv.ipynb #5f62158d
 def conv_out_size(n: int, # input side length
@@ -21,6 +22,19 @@ def conv_out_size(n: int, # input side length
     "Side length after a conv or pool: floor((n + 2p - f) / s) + 1"
     return (n + 2*p - f)//s + 1
 
+# %% ../nbs/00_conv.ipynb #7a1c0e55
+class _TinyInputInFloat32:
+    "Under CPU autocast, a conv whose input is smaller than its kernel runs in float32 (see 11_fast, 'A bf16 bug on tiny inputs')"
+    def _conv_forward(self, x, weight, bias):
+        if x.device.type == 'cpu' and torch.is_autocast_enabled('cpu') and any(n < k for n, k in zip(x.shape[2:], self.kernel_size)):
+            with torch.autocast('cpu', enabled=False):  # oneDNN's bf16 backward reads uninitialised memory there
+                return super()._conv_forward(x.float(), weight.float(), None if bias is None else bias.float())
+        return super()._conv_forward(x, weight, bias)
+
+class Conv1d(_TinyInputInFloat32, nn.Conv1d): "torch's `nn.Conv1d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
+class Conv2d(_TinyInputInFloat32, nn.Conv2d): "torch's `nn.Conv2d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
+class Conv3d(_TinyInputInFloat32, nn.Conv3d): "torch's `nn.Conv3d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
+
 # %% ../nbs/00_conv.ipynb #fdf3184e
 def conv(c_in: int, # input channels
          c_out: int, # output channels
@@ -29,7 +43,7 @@ def conv(c_in: int, # input channels
          bias: bool=False, # add a bias (not needed when BatchNorm follows)
         ) -> nn.Conv2d:
     "`ks`x`ks` conv with padding ks//2: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))"
-    return init_weights(nn.Conv2d(c_in, c_out, ks, stride=stride, padding=ks//2, bias=bias))
+    return init_weights(Conv2d(c_in, c_out, ks, stride=stride, padding=ks//2, bias=bias))
 
 # %% ../nbs/00_conv.ipynb #33e4d954
 def init_weights(m: nn.Module, # a layer or a whole network
