@@ -58,7 +58,7 @@ conv8 = lambda: nn.Conv2d(3, 8, 3)
 @pytest.mark.parametrize('call, error, message', [
     (lambda: fold_bn(conv8(), nn.BatchNorm2d(4)), ValueError, 'conv has 8 output channels but bn normalises 4'),
     (lambda: fold_bn(nn.BatchNorm2d(8), conv8()), TypeError, 'needs an nn.Conv2d and the nn.BatchNorm2d after it; got a module (BatchNorm2d)'),
-    (lambda: fold_bn(nn.Conv1d(3, 8, 3), nn.BatchNorm1d(8)), TypeError, 'got a module (Conv1d), a module (BatchNorm1d)'),
+    (lambda: fold_bn(nn.Conv1d(3, 8, 3), nn.BatchNorm2d(8)), TypeError, 'got a module (Conv1d), a module (BatchNorm2d) (1-D and 3-D pairs fold too)'),  # a 1-D conv with a 2-D BatchNorm
     (lambda: fold_bn(conv8(), None), TypeError, 'None (NoneType)'),
     (lambda: fold_bn(conv8(), nn.BatchNorm2d(8, track_running_stats=False)), ValueError, 'track_running_stats=False'),
     (lambda: fuse(None), TypeError, 'model must be an nn.Module instance (a layer or a network); got None (NoneType)'),

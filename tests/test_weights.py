@@ -97,7 +97,7 @@ sd = net.state_dict()
     (lambda: timm_name(123), TypeError, "name must be a tensor name (str) such as 'stem_1.conv.weight'; got 123 (int)"),
     (lambda: fastai_name(None, ['stem_1']), TypeError, 'name must be a tensor name (str)'),
     (lambda: fastai_name('0.0.weight', None), TypeError, "children must be the model's top-level module names"),
-    (lambda: imagenet_state_dict([18]), ValueError, 'ImageNet weights exist for depths [18, 34, 50, 101, 152]; got [18]'),
+    (lambda: imagenet_state_dict([18]), ValueError, 'ImageNet weights exist for depths [18, 34, 50, 101, 152] and for xresnext50, xse_resnext26; got [18]'),
     (lambda: read_checkpoint(Path(__file__).parent), IsADirectoryError, 'is a folder; give a weights file'),
     *[(lambda bad=bad: read_checkpoint(bad), TypeError, f'path must be a file path (str or Path); got {bad}') for bad in (None, 123)],
     *[(lambda bad=bad: load_pretrained(net, 18, bad), TypeError, f'pretrained must be True or a weights file path; got {bad} (nothing to load)')

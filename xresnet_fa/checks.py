@@ -19,8 +19,8 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['MAX_INT', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool', 'check_ks', 'check_p', 'check_size',
-           'check_module', 'check_instance', 'check_act', 'check_block', 'check_xresnet', 'check_depth', 'check_input',
-           'train_memory', 'check_memory', 'check_writable', 'hold_out']
+           'check_module', 'check_instance', 'check_act', 'check_ndim', 'check_block', 'check_xresnet', 'check_depth',
+           'check_input', 'train_memory', 'check_memory', 'check_writable', 'hold_out']
 
 # %% ../nbs/12_checks.ipynb #4f2e7542
 class UsageError(ValueError):
@@ -121,14 +121,29 @@ def check_act(act_cls) -> type[nn.Module]:
     return act_cls
 
 # %% ../nbs/12_checks.ipynb #e3608434
-def check_block(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, avg_down, zero_bn):
+def check_ndim(ndim) -> int:
+    "Return `ndim` if it is 1, 2 or 3, else an error naming ndim"
+    if isinstance(ndim, bool) or not isinstance(ndim, Integral): raise TypeError(f"ndim must be 1 (sequences), 2 (images) or 3 (volumes); got {got(ndim)}")
+    if ndim not in (1, 2, 3): raise ValueError(f"ndim must be 1 (sequences), 2 (images) or 3 (volumes); got {ndim}")
+    return int(ndim)
+
+def check_block(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, avg_down, zero_bn, inner=None, cardinality=1, se_reduction=0,
+                self_attention=False, ndim=2, where=''):
     "Raise a ValueError/TypeError naming the first `ResBlock` argument that cannot build a block"
     for name, v in dict(c_in=c_in, c_mid=c_mid, expansion=expansion, stride=stride).items(): check_int(name, v)
     check_int('c_mid * expansion', c_mid*expansion); check_ks(ks); check_act(act_cls)
-    for name, v in dict(stride_3x3=stride_3x3, avg_down=avg_down, zero_bn=zero_bn).items(): check_bool(name, v)
+    for name, v in dict(stride_3x3=stride_3x3, avg_down=avg_down, zero_bn=zero_bn, self_attention=self_attention).items(): check_bool(name, v)
+    check_ndim(ndim); check_int('cardinality', cardinality); check_int('se_reduction', se_reduction, low=0)
+    w1, w2 = (c_mid, c_mid) if inner is None else check_ints('inner', inner, '(64, 64)')
+    k_in = c_in if expansion == 1 else w1  # the grouped kxk conv: c_in -> w2 (basic block) or w1 -> w2 (bottleneck)
+    if k_in % cardinality or w2 % cardinality:
+        raise ValueError(f"cardinality={cardinality} must divide the channels of the grouped {ks}x{ks} conv{where}: {k_in} in, {w2} out")
+    if se_reduction > c_mid*expansion:
+        raise ValueError(f"se_reduction={se_reduction} is larger than the {c_mid*expansion} channels it squeezes{where}")
 
 # %% ../nbs/12_checks.ipynb #c141f55a
-def check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks, **switches):
+def check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks, cardinality=1, base_width=4, inner_widths=None,
+                  se_reduction=0, self_attention=False, ndim=2, **switches):
     "Raise a ValueError/TypeError naming the first `XResNet` argument that cannot build a network"
     check_int('expansion', expansion); check_int('n_out', n_out); check_int('c_in', c_in); check_ks(ks)
     layers, widths = check_ints('layers', layers, '(2, 2, 2, 2)'), check_ints('widths', widths, '(64, 128, 256, 512)')
@@ -136,7 +151,12 @@ def check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_width
     if len(widths) != len(layers):
         raise ValueError(f"widths needs one width per stage: layers has {len(layers)} stages, widths={tuple(widths)} has {len(widths)}")
     for i, w in enumerate(widths): check_int(f'widths[{i}] * expansion', w*expansion)
-    check_p(p); check_act(act_cls)
+    check_p(p); check_act(act_cls); check_ndim(ndim); check_int('base_width', base_width); check_bool('self_attention', self_attention)
+    if inner_widths is not None and not (isinstance(inner_widths, (tuple, list)) and len(inner_widths) == 2 and
+                                        all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in inner_widths)):
+        raise TypeError(f"inner_widths must be two positive multiples of the stage width, such as (2, 4); got {got(inner_widths)}")
+    if self_attention and len(layers) < 4:
+        raise ValueError(f"self_attention needs at least 4 stages (fastai puts it in stage len(layers) - 3); layers={tuple(layers)} has {len(layers)}")
     for name, v in switches.items(): check_bool(name, v)
 
 def check_depth(depth, depths) -> int:

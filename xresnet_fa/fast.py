@@ -22,19 +22,24 @@ __all__ = ['BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf1
            'speed_defaults', 'InDtype', 'fast_inference', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
+_CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
+
+def _conv_bn(conv, bn) -> bool: return any(isinstance(conv, c) and isinstance(bn, b) for c, b in _CONV_BN.items())
+
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    "One conv that computes bn(conv(x)) with `bn`'s running statistics (eval mode)"
-    if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
-        raise TypeError(f"fold_bn(conv, bn) needs an nn.Conv2d and the nn.BatchNorm2d after it; got {got(conv)}, {got(bn)}")
+    "One conv that computes bn(conv(x)) with `bn`'s running statistics (eval mode); 1-D and 3-D too"
+    if not _conv_bn(conv, bn):
+        raise TypeError(f"fold_bn(conv, bn) needs an nn.Conv2d and the nn.BatchNorm2d after it; got {got(conv)}, {got(bn)} (1-D and 3-D pairs fold too)")
     if bn.running_var is None: raise ValueError("bn keeps no running statistics (track_running_stats=False): it normalises each batch by its own, which no conv can fold")
     if conv.out_channels != bn.num_features:
         raise ValueError(f"conv has {conv.out_channels} output channels but bn normalises {bn.num_features}: fold the BatchNorm2d that follows this conv")
     gamma, beta = (bn.weight, bn.bias) if bn.affine else (1, 0)
     scale = gamma/torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                      conv.groups, bias=True, padding_mode=conv.padding_mode).to(conv.weight)
+    cls = next(c for c in _CONV_BN if isinstance(conv, c))
+    fused = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                conv.groups, bias=True, padding_mode=conv.padding_mode).to(conv.weight)
     with torch.no_grad():
-        fused.weight.copy_(conv.weight*scale.reshape(-1, 1, 1, 1))
+        fused.weight.copy_(conv.weight*scale.reshape(-1, *[1]*(conv.weight.ndim - 1)))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         fused.bias.copy_((bias - bn.running_mean)*scale + beta)
     return fused
@@ -47,11 +52,11 @@ def fuse(model: nn.Module, # an XResNet (or any part of one)
     check_module('model', model); check_bool('channels_last', channels_last)
     fused = copy.deepcopy(model).eval()
     blocks = [b for b in fused.modules()  # conv blocks and projection shortcuts: Sequential(.., conv, bn, ..)
-              if isinstance(getattr(b, 'conv', None), nn.Conv2d) and isinstance(getattr(b, 'bn', None), nn.BatchNorm2d)]
+              if _conv_bn(getattr(b, 'conv', None), getattr(b, 'bn', None))]
     if not blocks: raise ValueError(f"found no conv+BatchNorm blocks to fold in this {type(model).__name__} (fuse folds blocks built by conv_block, "
                                     "whose layers are named conv and bn); is it fused already?")
     for block in blocks: block.conv, block.bn = fold_bn(block.conv, block.bn), nn.Identity()
-    if channels_last: fused = fused.to(memory_format=torch.channels_last)
+    if channels_last and isinstance(blocks[0].conv, nn.Conv2d): fused = fused.to(memory_format=torch.channels_last)  # a 2-D layout
     return fused.requires_grad_(False)
 
 # %% ../nbs/11_fast.ipynb #a1f0c002

@@ -14,7 +14,8 @@ from fastai.torch_core import params
 from fastai.vision.core import imagenet_stats
 from fastai.vision.learner import model_meta
 from .checks import got
-from .xresnet import XResNet, xresnet18, xresnet34, xresnet50, xresnet101, xresnet152
+from .xresnet import XResNet
+from .family import FAMILY
 
 # %% auto #0
 __all__ = ['xresnet_split', 'register', 'variant']
@@ -23,8 +24,8 @@ __all__ = ['xresnet_split', 'register', 'variant']
 def _stem_end(body: nn.Module) -> int:
     "Index just after the stem's max-pool among `body`'s top-level modules"
     for i, layer in enumerate(body.children()):
-        if isinstance(layer, nn.MaxPool2d): return i + 1
-    raise ValueError("xresnet_split expects an xResNet body, whose stem ends with an nn.MaxPool2d; found none")
+        if isinstance(layer, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)): return i + 1
+    raise ValueError("xresnet_split expects an xResNet body, whose stem ends with a max-pool (nn.MaxPool2d, or 1d/3d); found none")
 
 def xresnet_split(m: nn.Module, # an XResNet, or fastai's nn.Sequential(body, head) / DynamicUnet built from one
                  ) -> L:
@@ -46,7 +47,7 @@ def register(arch): # an architecture function: arch(pretrained=...) -> XResNet
     model_meta[_check_arch(arch)] = dict(cut=-4, split=xresnet_split, stats=imagenet_stats)
     return arch
 
-for arch in (xresnet18, xresnet34, xresnet50, xresnet101, xresnet152): register(arch)
+for arch in FAMILY.values(): register(arch)  # the plain depths and the family (notebook 02b)
 
 # %% ../nbs/04_learner.ipynb #8f0e5a70
 class variant:
@@ -59,10 +60,10 @@ class variant:
         if fixed := sorted(set(options) & {'expansion', 'layers'}):
             raise TypeError(f"variant: {fixed} are fixed by the preset {arch.__name__}; for other ones register a function that builds XResNet(expansion, layers, ...)")
         if unknown := sorted(set(options) - set(keywords)): raise TypeError(f"variant: {unknown} are not XResNet keywords; use any of {keywords}")
-        with torch.device('meta'): arch(False, **options)  # build it once, without memory, so a bad value fails here, not inside fastai
+        with torch.device('meta'): arch(pretrained=False, **options)  # build it once, without memory, so a bad value fails here, not inside fastai
         self.arch, self.options = arch, options
         self.__name__ = arch.__name__
         register(self)
 
-    def __call__(self, pretrained: bool=False, **kwargs) -> XResNet: return self.arch(pretrained, **{**self.options, **kwargs})
+    def __call__(self, pretrained: bool=False, **kwargs) -> XResNet: return self.arch(pretrained=pretrained, **{**self.options, **kwargs})
     def __repr__(self): return f"variant({self.arch.__name__}, {', '.join(f'{k}={v!r}' for k, v in self.options.items())})"

@@ -25,6 +25,8 @@ def timm_name(name: str) -> str:
     if not isinstance(name, str): raise TypeError(f"name must be a tensor name (str) such as 'stem_1.conv.weight'; got {name!r} ({type(name).__name__})")
     module, _, tensor = name.rpartition('.')
     if module in _TIMM_STEM: return f'{_TIMM_STEM[module]}.{tensor}'
+    if m := re.fullmatch(r'stage_(\d+)\.(\d+)\.residual\.\d+\.(fc1|fc2)', module):  # squeeze-and-excitation (02b)
+        return f'layer{m[1]}.{m[2]}.se.{m[3]}.{tensor}'
     if m := re.fullmatch(r'stage_(\d+)\.(\d+)\.residual\.(\d+)\.(conv|bn)', module):
         stage, block, i, kind = m.groups()
         return f'layer{stage}.{block}.{kind}{int(i) + 1}.{tensor}'
@@ -146,7 +148,8 @@ def adapt(sd: dict, # a state dict in our naming, for 3 input channels and its o
 
 # %% ../nbs/10_weights.ipynb #56572826
 TIMM_WEIGHTS = {18: 'resnet18d.ra2_in1k', 34: 'resnet34d.ra2_in1k', 50: 'resnet50d.ra2_in1k',
-                101: 'resnet101d.ra2_in1k', 152: 'resnet152d.ra2_in1k'}
+                101: 'resnet101d.ra2_in1k', 152: 'resnet152d.ra2_in1k',
+                'xresnext50': 'resnext50d_32x4d.bt_in1k', 'xse_resnext26': 'seresnext26d_32x4d.bt_in1k'}  # the family (02b)
 
 def _hub_reachable(timeout: float=3.0) -> bool:
     "Can we open a connection to the Hugging Face hub (or a proxy is configured)? Answers within `timeout` seconds"
@@ -158,10 +161,11 @@ def _hub_reachable(timeout: float=3.0) -> bool:
     except OSError: return False
     return True
 
-def imagenet_state_dict(depth: int) -> dict:
-    "timm's ImageNet weights for resnet{depth}d, through timm's loader: from the hub cache, else downloaded; clear errors"
+def imagenet_state_dict(depth: int|str) -> dict:
+    "timm's ImageNet weights for resnet{depth}d (or a family preset's timm twin), through timm's loader: from the hub cache, else downloaded"
     if depth not in list(TIMM_WEIGHTS):  # a list, not the dict: an unhashable depth ([18]) gets this message too
-        raise ValueError(f"ImageNet weights exist for depths {sorted(TIMM_WEIGHTS)}; got {depth!r}")
+        depths, names = [k for k in TIMM_WEIGHTS if isinstance(k, int)], [k for k in TIMM_WEIGHTS if isinstance(k, str)]
+        raise ValueError(f"ImageNet weights exist for depths {depths} and for {', '.join(names)}; got {depth!r}")
     try:
         import timm
         from huggingface_hub import try_to_load_from_cache
@@ -200,7 +204,7 @@ def read_checkpoint(path: str|Path) -> dict:
                               f"{type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
 
 def load_pretrained(model: nn.Module, # a freshly built XResNet
-                    depth: int, # its depth, to pick the ImageNet weights
+                    depth: int|str, # its depth (or family preset name), to pick the ImageNet weights
                     pretrained: bool|str|Path, # True: ImageNet weights through timm; a path: a local checkpoint
                    ) -> nn.Module:
     "Load `pretrained` into `model` (new head if n_out differs, first conv adapted if c_in differs); return `model`"

@@ -6,19 +6,20 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/xresnet.html.md"""
 
 # %% ../nbs/02_xresnet.ipynb #7382e9eb
 from __future__ import annotations
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from .checks import check_depth, check_input, check_instance, check_int, check_module, check_size, check_xresnet
+from .checks import check_block, check_depth, check_input, check_instance, check_int, check_module, check_size, check_xresnet
 from .conv import conv_block, init_weights
 from .resblock import ResBlock
 from .weights import load_pretrained
 
 # %% auto #0
-__all__ = ['DEPTHS', 'PRESETS', 'count_params', 'count_macs', 'stem', 'stage', 'XResNet', 'xresnet', 'xresnet18', 'xresnet34',
-           'xresnet50', 'xresnet101', 'xresnet152', 'summary']
+__all__ = ['DEPTHS', 'MAXPOOLS', 'ADAPTIVE_AVGPOOLS', 'PRESETS', 'count_params', 'count_macs', 'stem', 'stage', 'block_widths',
+           'XResNet', 'xresnet', 'xresnet18', 'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'summary']
 
 # %% ../nbs/02_xresnet.ipynb #45d3db56
 DEPTHS = {  # depth: (expansion, blocks per stage)
@@ -48,19 +49,23 @@ def count_macs(m: nn.Module, # a network or any part of one
     return counter.get_total_flops()//2
 
 # %% ../nbs/02_xresnet.ipynb #ea7a2387
+MAXPOOLS = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}  # by ndim
+ADAPTIVE_AVGPOOLS = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
 def stem(c_in: int=3, # input channels
          widths: Sequence[int]=(32, 32, 64), # output channels of the stem convs (only the last is used without tweak C)
          ks: int=3, # kernel size of the deep stem's convs and of the max-pool
          act_cls: type[nn.Module]=nn.ReLU, # activation class
          deep_stem: bool=True, # Tweak C: 3x3 convs (stride 2 on the first) instead of one 7x7 stride-2 conv
+         ndim: int=2, # spatial dimensions: 1, 2 or 3
         ) -> nn.Sequential:
     "Input stem: (N, c_in, H, W) -> (N, widths[-1], H/4, W/4), named stem_1 ... stem_pool"
     if deep_stem:  # Tweak C: three 3x3 convs, the first with stride 2 ...
         c = [c_in, *widths]
-        convs = [conv_block(c[i], c[i+1], ks, stride=2 if i == 0 else 1, act_cls=act_cls) for i in range(len(widths))]
-    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls)]  # ... instead of one 7x7
+        convs = [conv_block(c[i], c[i+1], ks, stride=2 if i == 0 else 1, act_cls=act_cls, ndim=ndim) for i in range(len(widths))]
+    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls, ndim=ndim)]  # ... instead of one 7x7
     layers = [(f'stem_{i+1}', c) for i, c in enumerate(convs)]
-    return nn.Sequential(OrderedDict([*layers, ('stem_pool', nn.MaxPool2d(ks, stride=2, padding=ks//2))]))
+    return nn.Sequential(OrderedDict([*layers, ('stem_pool', MAXPOOLS[ndim](ks, stride=2, padding=ks//2))]))
 
 # %% ../nbs/02_xresnet.ipynb #1df7c7c2
 def stage(c_in: int, # input channels
@@ -73,12 +78,28 @@ def stage(c_in: int, # input channels
           stride_3x3: bool=True, # Tweak B
           avg_down: bool=True, # Tweak D
           zero_bn: bool=True, # zero-gamma
+          inner: tuple[int, int]|None=None, # (first 1x1, kxk) widths inside each block; None: (c_mid, c_mid) (02b)
+          cardinality: int=1, # groups of the kxk convs (02b)
+          se_reduction: int=0, # squeeze-and-excitation in every block; 0: none (02b)
+          self_attention: bool=False, # self-attention in the last block, as fastai places it (02b)
+          ndim: int=2, # spatial dimensions: 1, 2 or 3
          ) -> nn.Sequential:
     "A stage: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride))"
     return nn.Sequential(*[ResBlock(c_in if i == 0 else c_mid*expansion, c_mid, expansion, stride if i == 0 else 1,
-                                    ks, act_cls, stride_3x3, avg_down, zero_bn) for i in range(n_blocks)])
+                                    ks, act_cls, stride_3x3, avg_down, zero_bn, inner, cardinality, se_reduction,
+                                    self_attention and i == n_blocks - 1, ndim) for i in range(n_blocks)])
 
 # %% ../nbs/02_xresnet.ipynb #adfa5224
+def block_widths(width: int, # the stage's block width (its output is width * expansion)
+                 cardinality: int=1, # groups of the kxk conv
+                 base_width: int=4, # ResNeXt's width of one group at the 64-wide stage
+                 inner_widths: tuple[float, float]|None=None, # multiples of `width` for the first 1x1 and the kxk conv
+                ) -> tuple[int, int]:
+    "The (first 1x1, kxk) output widths of a block, as fastai computes them (notebook 02b)"
+    if inner_widths is not None: return tuple(int(width*m) for m in inner_widths)
+    if cardinality > 1: return (math.floor(width*base_width/64)*cardinality,)*2  # ResNeXt: cardinality x base_width at width 64
+    return width, width
+
 class XResNet(nn.Sequential):
     """xResNet: (N, c_in, H, W) -> (N, n_out) logits. A flat nn.Sequential: stem_1..stem_pool, stage_1..stage_k,
     then the head pool, flatten, dropout, fc. Tweaks: B `stride_3x3`, C `deep_stem`, D `avg_down`, zero-gamma `zero_bn`."""
@@ -89,23 +110,38 @@ class XResNet(nn.Sequential):
                  c_in: int=3, # input channels
                  p: float=0.0, # dropout probability before the final linear layer
                  act_cls: type[nn.Module]=nn.ReLU, # activation class
-                 widths: Sequence[int]=(64, 128, 256, 512), # block width per stage (stage output is width * expansion)
+                 widths: Sequence[int]|None=None, # block width per stage (stage output is width * expansion); None: fastai's
+                                                  # (64, 128, 256, 512), then 256 for each stage past the fourth
                  stem_widths: Sequence[int]=(32, 32, 64), # stem conv widths
                  ks: int=3, # kernel size of the 3x3 convs and of the stem's max-pool
                  stride_3x3: bool=True, # Tweak B: a bottleneck's stride on its 3x3 conv
                  deep_stem: bool=True, # Tweak C: three 3x3 stem convs instead of one 7x7
                  avg_down: bool=True, # Tweak D: average pool + 1x1 conv in downsampling shortcuts
                  zero_bn: bool=True, # zero-gamma: each block's last BatchNorm starts at 0
+                 cardinality: int=1, # ResNeXt: groups of each block's kxk conv (notebook 02b)
+                 base_width: int=4, # ResNeXt: width of one group at the 64-wide stage; used when cardinality > 1 (02b)
+                 inner_widths: tuple[float, float]|None=None, # (first 1x1, kxk) widths as multiples of the stage width (02b)
+                 se_reduction: int=0, # squeeze-and-excitation in every block, squeezing channels by this factor; 0: none (02b)
+                 self_attention: bool=False, # fastai's simple self-attention, in the last block of stage len(layers)-3 (02b)
+                 ndim: int=2, # spatial dimensions: 1 (sequences), 2 (images), 3 (volumes)
                 ):
-        check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks,  # a clear error for a bad value (checks notebook)
+        if widths is None and isinstance(layers, Sequence): widths = ((64, 128, 256, 512) + (256,)*len(layers))[:len(layers)]
+        check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks, cardinality, base_width, inner_widths,
+                      se_reduction, self_attention, ndim,  # a clear error for a bad value (checks notebook)
                       stride_3x3=stride_3x3, deep_stem=deep_stem, avg_down=avg_down, zero_bn=zero_bn)
-        body = list(stem(c_in, stem_widths, ks, act_cls, deep_stem).named_children())
+        body = list(stem(c_in, stem_widths, ks, act_cls, deep_stem, ndim).named_children())
         c = stem_widths[-1]  # the first block of stage 1 projects it if it differs from widths[0] * expansion
         for i, (width, n_blocks) in enumerate(zip(widths, layers)):
-            body.append((f'stage_{i+1}', stage(c, width, n_blocks, 1 if i == 0 else 2, expansion, ks, act_cls,
-                                               stride_3x3, avg_down, zero_bn)))
+            inner = block_widths(width, cardinality, base_width, inner_widths)
+            if min(inner) < 1: raise ValueError(f"cardinality={cardinality}, base_width={base_width}, inner_widths={inner_widths} give stage_{i+1} "
+                                                f"(width {width}) blocks {min(inner)} channels wide; raise base_width (ResNeXt: floor(width * base_width / 64) * cardinality)")
+            for c_block in (c, width*expansion):  # the stage's first block, then the others: a bad switch is named with its stage
+                check_block(c_block, width, expansion, 1, ks, act_cls, True, True, True, inner, cardinality, se_reduction, ndim=ndim,
+                            where=f' of stage_{i+1} (width {width})')
+            body.append((f'stage_{i+1}', stage(c, width, n_blocks, 1 if i == 0 else 2, expansion, ks, act_cls, stride_3x3, avg_down,
+                                               zero_bn, inner, cardinality, se_reduction, self_attention and i == len(layers) - 4, ndim)))
             c = width*expansion
-        head = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(float(p))),
+        head = [('pool', ADAPTIVE_AVGPOOLS[ndim](1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(float(p))),
                 ('fc', init_weights(nn.Linear(c, n_out)))]
         super().__init__(OrderedDict(body + head))
         self.register_forward_pre_hook(check_input)  # images of another dtype than the weights: a clear error (checks notebook)
