@@ -8,24 +8,33 @@ CPU defaults: training batch 32 at 128x128, inference batch 16 at 224x224.
 GPU mode: --device cuda --bf16 --channels-last --train-bs 256 --train-size 224 --infer-bs 256 --infer-size 224
   prints achieved TFLOP/s (forward = 2 x MACs per image, training = 3 x forward) and, with --peak-tflops, the model FLOP
   utilisation.
-Run: python benchmarks/speed.py [--depths 18 50] [--repeats 5] [--json benchmarks/speed.json]
+Run: python benchmarks/speed.py [--archs xresnet18 xresnet50 xse_resnext50] [--repeats 5] [--json benchmarks/speed.json]
+  (any name of the family; timm is measured where it has the same network: resnet*d, resnext50d_32x4d, seresnext26d_32x4d)
 """
 import argparse, contextlib, json, os, platform, statistics, subprocess, sys, threading, time
 import torch
 from torch import nn
 
 FAMILIES = ('xresnet_fa', 'fastai', 'timm')
+TIMM_TWINS = {**{f'xresnet{d}': f'resnet{d}d' for d in (18, 34, 50, 101, 152)},
+              'xresnext50': 'resnext50d_32x4d', 'xse_resnext26': 'seresnext26d_32x4d'}  # the same networks (tests/test_family.py)
 
 
-def build(family, depth):
+def families(arch):
+    "Who has `arch`: always ours and fastai's (fastai has every family name but xse_resnext26), timm where it has the same network"
+    return [f for f in FAMILIES if (f != 'timm' or arch in TIMM_TWINS) and (f != 'fastai' or arch != 'xse_resnext26')]
+
+
+def build(family, arch):
     if family == 'xresnet_fa':
-        from xresnet_fa.xresnet import xresnet
-        return xresnet(depth)
+        from xresnet_fa.family import FAMILY
+        return FAMILY[arch]()
     if family == 'fastai':
         from fastai.vision.models import xresnet as fx
-        return getattr(fx, f'xresnet{depth}')()
+        if arch == 'xsenet154': return fx.XResNet(fx.SEBlock, 4, fx.g3, groups=64, reduction=16, p=0.2)  # a TypeError in fastai
+        return getattr(fx, arch)()
     import timm
-    return timm.create_model(f'resnet{depth}d', pretrained=False)
+    return timm.create_model(TIMM_TWINS[arch], pretrained=False)
 
 
 def autocast(args):
@@ -74,10 +83,10 @@ def rss_mib():
     with open('/proc/self/statm') as f: return int(f.read().split()[1])*os.sysconf('SC_PAGE_SIZE')/2**20
 
 
-def peak_memory_child(family, depth, args):
+def peak_memory_child(family, arch, args):
     "Run in a fresh process: peak memory (MiB) that two training steps add to the built model"
     import fastai.vision.all, timm, xresnet_fa  # the same imports for every family, so the baselines agree
-    model = build(family, depth)
+    model = build(family, arch)
     step = train_setup(model, args)
     if args.device == 'cuda':
         torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
@@ -97,7 +106,8 @@ def summary(xs): return dict(median=statistics.median(xs), min=min(xs), max=max(
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--depths', type=int, nargs='+', default=[18, 50])
+    p.add_argument('--archs', nargs='+', default=['xresnet18', 'xresnet50', 'xse_resnext50'], help='names from xresnet_fa.family.FAMILY')
+    p.add_argument('--depths', type=int, nargs='+', help='plain depths, the same as --archs xresnet{depth}')
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--steps', type=int, default=3, help='timed steps per measurement')
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -109,52 +119,56 @@ def main(argv=None):
     p.add_argument('--peak-tflops', type=float, help="the device's peak TFLOP/s, to report model FLOP utilisation")
     p.add_argument('--memory-repeats', type=int, default=3, help='fresh processes per model for peak memory (median)')
     p.add_argument('--json', default='benchmarks/speed.json')
-    p.add_argument('--memory-child', nargs=2, metavar=('FAMILY', 'DEPTH'), help=argparse.SUPPRESS)
+    p.add_argument('--memory-child', nargs=2, metavar=('FAMILY', 'ARCH'), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:
-        print(json.dumps(peak_memory_child(args.memory_child[0], int(args.memory_child[1]), args))); return
+        print(json.dumps(peak_memory_child(args.memory_child[0], args.memory_child[1], args))); return
 
-    from xresnet_fa.xresnet import count_macs, xresnet
+    from xresnet_fa.family import FAMILY
+    from xresnet_fa.xresnet import count_macs
+    archs = [f'xresnet{d}' for d in args.depths] if args.depths else args.archs
+    if unknown := [a for a in archs if a not in FAMILY]: p.error(f"unknown architecture {unknown[0]!r}; choose from {', '.join(FAMILY)}")
     torch.manual_seed(0)
     results = {}
-    for depth in args.depths:
-        models = {f: build(f, depth) for f in FAMILIES}
+    for arch in archs:
+        fams = families(arch)
+        models = {f: build(f, arch) for f in fams}
         setups = {f'train {f}': train_setup(m, args) for f, m in models.items()}
-        setups.update({f'infer {f}': infer_setup(build(f, depth), args) for f in FAMILIES})
-        setups['infer xresnet_fa fused'] = infer_setup(build('xresnet_fa', depth), args, fast='fused')
-        if args.compile: setups['infer xresnet_fa compiled'] = infer_setup(build('xresnet_fa', depth), args, fast='compiled')
+        setups.update({f'infer {f}': infer_setup(build(f, arch), args) for f in fams})
+        setups['infer xresnet_fa fused'] = infer_setup(build('xresnet_fa', arch), args, fast='fused')
+        if args.compile: setups['infer xresnet_fa compiled'] = infer_setup(build('xresnet_fa', arch), args, fast='compiled')
         runs = {k: [] for k in setups}
         for r in range(args.repeats):  # interleaved: every variant sees the same machine state in each repeat
             for name, step in setups.items():
                 bs = args.train_bs if name.startswith('train') else args.infer_bs
                 runs[name].append(images_per_s(step, bs, args, args.steps))
         flags = [a for a in ('bf16', 'channels_last') if getattr(args, a)]
-        samples = {f: [] for f in FAMILIES}
+        samples = {f: [] for f in fams}
         for r in range(args.memory_repeats):  # each model in its own process, interleaved, median of the repeats
-            for f in FAMILIES:
-                cmd = [sys.executable, __file__, '--memory-child', f, str(depth), '--device', args.device, '--train-bs', str(args.train_bs),
+            for f in fams:
+                cmd = [sys.executable, __file__, '--memory-child', f, arch, '--device', args.device, '--train-bs', str(args.train_bs),
                        '--train-size', str(args.train_size)] + [f"--{a.replace('_', '-')}" for a in flags]
                 samples[f].append(json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]))
         memory = {f: statistics.median(v) for f, v in samples.items()}
-        macs_at = {size: count_macs(xresnet(depth), size) for size in {args.train_size, args.infer_size}}
+        macs_at = {size: count_macs(FAMILY[arch](), size) for size in {args.train_size, args.infer_size}}
         res = {k: summary(v) for k, v in runs.items()}
         ratio = lambda a, b: dict(median=res[a]['median']/res[b]['median'],
                                   min=min(x/y for x, y in zip(runs[a], runs[b])), max=max(x/y for x, y in zip(runs[a], runs[b])))
-        res['ratios'] = {'train ours/fastai': ratio('train xresnet_fa', 'train fastai'), 'train ours/timm': ratio('train xresnet_fa', 'train timm'),
-                         'infer eager ours/fastai': ratio('infer xresnet_fa', 'infer fastai'), 'infer eager ours/timm': ratio('infer xresnet_fa', 'infer timm'),
-                         'infer fused ours/fastai eager': ratio('infer xresnet_fa fused', 'infer fastai'),
-                         'infer fused ours/timm eager': ratio('infer xresnet_fa fused', 'infer timm')}
-        if args.compile: res['ratios'].update({'infer compiled ours/fastai eager': ratio('infer xresnet_fa compiled', 'infer fastai'),
-                                               'infer compiled ours/timm eager': ratio('infer xresnet_fa compiled', 'infer timm')})
+        res['ratios'] = {}
+        for other in fams[1:]:  # each ratio from the same run
+            res['ratios'].update({f'train ours/{other}': ratio('train xresnet_fa', f'train {other}'),
+                                  f'infer eager ours/{other}': ratio('infer xresnet_fa', f'infer {other}'),
+                                  f'infer fused ours/{other} eager': ratio('infer xresnet_fa fused', f'infer {other}')})
+            if args.compile: res['ratios'][f'infer compiled ours/{other} eager'] = ratio('infer xresnet_fa compiled', f'infer {other}')
         res['peak train memory MiB'] = memory
         res['peak train memory samples MiB'] = samples
         div = lambda a, b: a/b if b else float('nan')
-        res['memory ours/fastai'], res['memory ours/timm'] = div(memory['xresnet_fa'], memory['fastai']), div(memory['xresnet_fa'], memory['timm'])
+        for other in fams[1:]: res[f'memory ours/{other}'] = div(memory['xresnet_fa'], memory[other])
         tf = lambda ips, mult, size: 2*macs_at[size]*mult*ips/1e12
         res['TFLOP/s'] = {k: tf(v['median'], 3 if k.startswith('train') else 1, args.train_size if k.startswith('train') else args.infer_size)
                           for k, v in res.items() if k.startswith(('train', 'infer'))}
-        results[f'xresnet{depth}'] = res
-        print(f"\n== depth {depth}: {args.device}, {torch.get_num_threads()} threads, train bs {args.train_bs}@{args.train_size}, "
+        results[arch] = res
+        print(f"\n== {arch}: {args.device}, {torch.get_num_threads()} threads, train bs {args.train_bs}@{args.train_size}, "
               f"infer bs {args.infer_bs}@{args.infer_size}, {args.repeats} interleaved repeats x {args.steps} steps {' '.join(flags)}")
         print(f"{'measurement':<26}{'images/s median':>16}{'min-max':>18}{'TFLOP/s':>9}")
         for k in runs:
@@ -162,7 +176,7 @@ def main(argv=None):
             print(f"{k:<26}{s['median']:>16.1f}{s['min']:>9.1f}-{s['max']:<8.1f}{res['TFLOP/s'][k]:>9.3f}{mfu}")
         for k, v in res['ratios'].items(): print(f"{k:<30} {v['median']:.2f}  (per-repeat {v['min']:.2f}-{v['max']:.2f})")
         print(f'peak training memory MiB (median of {args.memory_repeats} processes each): ' + ', '.join(f'{k} {v:.0f}' for k, v in memory.items())
-              + f"; ours/fastai {res['memory ours/fastai']:.2f}, ours/timm {res['memory ours/timm']:.2f}")
+              + ''.join(f"; ours/{o} {res[f'memory ours/{o}']:.2f}" for o in fams[1:]))
     meta = dict(device=args.device, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                 torch=torch.__version__, args={k: v for k, v in vars(args).items() if k != 'memory_child'})
     if args.device == 'cuda': meta['gpu'] = torch.cuda.get_device_name()

@@ -4,7 +4,7 @@ from torch import nn
 from xresnet_fa.data import digits_folder
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+def randomize(model: nn.Module, seed: int = 0, size: int = 64) -> nn.Module:
     "Give every BatchNorm random affine parameters and realistic running statistics, so no layer is a no-op."
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -13,7 +13,7 @@ def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.rand(m.num_features, generator=g)*0.5 + 0.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g)*0.1)
                 m.momentum = 1.0  # the calibration batch below sets running stats to its own statistics
-        model.train()(torch.randn(8, 3, 64, 64, generator=g))
+        model.train()(torch.randn(8, 3, size, size, generator=g))
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d): m.momentum = 0.1
     return model.eval()

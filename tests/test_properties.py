@@ -150,7 +150,7 @@ def branch_counts():
     assert counts['built'] >= 20 and counts['refused'] >= 20, f"one branch barely exercised: {dict(counts)}"
 
 
-@settings(max_examples=2000, **SETTINGS)
+@settings(max_examples=1000, **SETTINGS)
 @given(cfg=configs(), **INPUT)
 @example(cfg=(dict(expansion=1, layers=[1], widths=[1], stem_widths=[1], n_out=1, c_in=1), set()), n=2, h=1, w=1, seed=0)
 @example(cfg=(dict(expansion=4, layers=[1, 1, 1, 1], widths=[2, 2, 2, 2], stem_widths=[3], ks=7, deep_stem=False,

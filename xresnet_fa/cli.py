@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse, signal, sys, threading, warnings
 from pathlib import Path
 from .checks import UsageError
-from .xresnet import PRESETS, summary
+from .family import FAMILY
+from .xresnet import summary
 
 # %% auto #0
 __all__ = ['parser', 'main']
@@ -28,7 +29,7 @@ def _train(args) -> int:
 # %% ../nbs/09_cli.ipynb #83dbde66
 def _summary(args) -> int:
     if args.size < 1: raise UsageError(f"--size must be a whole number >= 1; got {args.size}")
-    try: model = PRESETS[args.arch](n_out=args.n_out, c_in=args.c_in, stride_3x3=args.stride_3x3, deep_stem=args.deep_stem,
+    try: model = FAMILY[args.arch](n_out=args.n_out, c_in=args.c_in, stride_3x3=args.stride_3x3, deep_stem=args.deep_stem,
                                     avg_down=args.avg_down, zero_bn=args.zero_bn)
     except (ValueError, TypeError) as e: raise UsageError(f"{e}".replace('n_out', '--n-out').replace('c_in', '--c-in')) from None
     rows = summary(model, args.size)
@@ -83,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True)
     t = sub.add_parser('train', help='train on an image folder (default: the digits that ship with scikit-learn)')
     t.add_argument('--data', help='image folder: train/ and valid/ with class subfolders, or class subfolders (default: digits)')
-    t.add_argument('--arch', default='xresnet18', help=f"architecture: {', '.join(PRESETS)} (default: xresnet18)")
+    t.add_argument('--arch', default='xresnet18', help=f"architecture: {', '.join(FAMILY)} (default: xresnet18)")
     t.add_argument('--epochs', type=int, default=5, help='epochs (default: 5)')
     t.add_argument('--size', type=int, default=32, help='resize images to SIZE x SIZE (default: 32)')
     t.add_argument('--bs', type=int, default=32, help='batch size (default: 32)')
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
                    help='continue the run saved in OUT/checkpoint.pth (or in CHECKPOINT) after its last completed epoch; same options as the run')
     t.set_defaults(func=_train)
     s = sub.add_parser('summary', help='per-part table: output shape, parameters, GMACs')
-    s.add_argument('--arch', default='xresnet50', choices=list(PRESETS))
+    s.add_argument('--arch', default='xresnet50', choices=list(FAMILY))
     s.add_argument('--size', type=int, default=224, help='input side (default: 224)')
     s.add_argument('--n-out', type=int, default=1000)
     s.add_argument('--c-in', type=int, default=3)

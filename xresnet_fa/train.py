@@ -22,7 +22,7 @@ from fastai.vision.learner import vision_learner
 from .checks import UsageError, check_memory, check_writable, hold_out
 from .data import cache_dir, digits_folder
 from .learner import xresnet_split
-from .xresnet import PRESETS
+from .family import FAMILY
 from .folder import Folder, check_folder, folder_dls
 from .fast import describe_speed, speed_defaults
 from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
@@ -39,7 +39,7 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
     "Raise UsageError for options that cannot train on `folder` (None: the checks that need no folder, before it is scanned)"
     if not isinstance(folder, (Folder, type(None))): raise TypeError(f"folder must be a Folder from check_folder(path), or None; got {type(folder).__name__}")
     if not isinstance(device, torch.device): raise TypeError(f"device must be a torch.device, as pick_device returns; got {device!r}")
-    if not isinstance(arch, str) or arch not in PRESETS: raise UsageError(f"--arch {arch}: unknown architecture; choose one of {', '.join(PRESETS)}")
+    if not isinstance(arch, str) or arch not in FAMILY: raise UsageError(f"--arch {arch}: unknown architecture; choose one of {', '.join(FAMILY)}")
     for name, v, low in (('--size', size, 1), ('--bs', bs, 2), ('--epochs', epochs, 1), ('--seed', seed, 0), ('--workers', workers, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low: raise UsageError(f"{name} must be a whole number >= {low}; got {v!r}")
     if seed >= 2**32: raise UsageError(f"--seed must be below 2**32 (NumPy's limit); got {seed}")
@@ -53,7 +53,7 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
     if precision not in ('auto', '32', '16', 'bf16'): raise UsageError(f"--precision must be one of 'auto', '32', '16', 'bf16' (strings); got {precision!r}")
     if precision == '16' and device.type != 'cuda':
         raise UsageError(f"--precision 16 needs a CUDA device (float16 autocast on {device.type} is not supported by fastai); use bf16 or 32")
-    if folder is not None: check_memory(PRESETS[arch], arch, size, bs, device)  # after the batch is known to fit the data
+    if folder is not None: check_memory(FAMILY[arch], arch, size, bs, device)  # after the batch is known to fit the data
 
 def pick_device(device: str|None=None) -> torch.device:
     "The requested device, or CUDA if present, else CPU; one process per GPU under a distributed launcher"
@@ -161,7 +161,7 @@ def _digits(cache) -> Path:
     except OSError as e: raise UsageError(f"--cache {cache or cache_dir()}: cannot write the digits there ({e.strerror or e})") from None
 
 def train(data: str|Path|None=None, # image folder; default: the digits, written once into the cache folder
-          arch: str='xresnet18', # one of PRESETS
+          arch: str='xresnet18', # one of FAMILY
           epochs: int=5, # epochs of fit_one_cycle (or fine_tune when pretrained)
           size: int=32, # images are resized to size x size
           bs: int=32, # batch size
@@ -218,8 +218,8 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
         for line in folder.report(): print(f"xresnet-fa: {line}", file=sys.stderr)
     set_seed(seed, reproducible=True)
     dls = folder_dls(folder, size, bs, workers, device, seed, valid_pct)
-    try: learn = (vision_learner(dls, PRESETS[arch], pretrained=pretrained, metrics=accuracy) if pretrained else
-                  Learner(dls, PRESETS[arch](n_out=dls.c), metrics=accuracy, splitter=xresnet_split))
+    try: learn = (vision_learner(dls, FAMILY[arch], pretrained=pretrained, metrics=accuracy) if pretrained else
+                  Learner(dls, FAMILY[arch](n_out=dls.c), metrics=accuracy, splitter=xresnet_split))
     except (ImportError, RuntimeError, OSError, ValueError) as e: raise UsageError(f"--arch {arch} --pretrained: {e}") from None
     if precision != '32': learn.add_cb(DeviceMixedPrecision(amp_mode='fp16' if precision == '16' else 'bf16'))
     if channels_last: learn.to_channelslast(use_amp=False)
