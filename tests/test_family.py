@@ -16,7 +16,7 @@ from xresnet_fa import XResNet
 from xresnet_fa.family import FAMILY, xresnext50, xse_resnext26, xse_resnext50
 from xresnet_fa.fast import fuse
 from xresnet_fa.learner import variant
-from xresnet_fa.weights import TIMM_WEIGHTS
+from xresnet_fa.weights import TIMM_WEIGHTS, load_pretrained
 from conftest import copy_weights, max_diff, randomize
 
 FASTAI_NAMES = [n for n in fastai_xresnet.__all__ if n.startswith('x')]
@@ -169,3 +169,17 @@ def test_vision_learner_and_variant_take_family_presets(digits):
     assert learn.recorder.losses and all(math.isfinite(l) for l in learn.recorder.losses)
     mish = variant(xse_resnext50, act_cls=nn.Mish)
     assert isinstance(mish(n_out=3).stage_1[0].act, nn.Mish) and mish(n_out=3).fc.out_features == 3
+
+
+def test_fastai_checkpoints_of_se_and_attention_models_load(tmp_path):
+    "A state dict saved from fastai's xse_resnext18, or from its XResNet with sa=True, loads by name into ours: the same outputs"
+    torch.manual_seed(2)
+    se = randomize(fastai_xresnet.xse_resnext18(), size=32)
+    sa = randomize(fastai_xresnet.XResNet(fastai_xresnet.ResBlock, 1, [2, 2, 2, 2], sa=True), size=32)
+    with torch.no_grad():
+        for m in sa.modules():
+            if hasattr(m, 'gamma'): m.gamma.fill_(0.5)
+    for ref, build, name in ((se, FAMILY['xse_resnext18'], 'se'), (sa, lambda **k: XResNet(1, (2, 2, 2, 2), self_attention=True, **k), 'sa')):
+        torch.save(ref.state_dict(), tmp_path/f'{name}.pth')
+        ours = load_pretrained(build(), 18, tmp_path/f'{name}.pth')
+        assert max_diff(ref, ours, 32) <= 1e-5, name

@@ -52,6 +52,8 @@ def fastai_name(name: str, # a tensor name in fastai's XResNet, e.g. '4.0.convpa
     if top.startswith('stem_') and (m := re.fullmatch(r'([01])\.(\w+)', rest)): return f'{top}.{layer[m[1]]}.{m[2]}'
     if m := re.fullmatch(r'(\d+)\.convpath\.(\d+)\.([01])\.(\w+)', rest): return f'{top}.{m[1]}.residual.{m[2]}.{layer[m[3]]}.{m[4]}'
     if m := re.fullmatch(r'(\d+)\.idpath\.\d+\.([01])\.(\w+)', rest): return f'{top}.{m[1]}.shortcut.{layer[m[2]]}.{m[3]}'
+    if m := re.fullmatch(r'(\d+)\.convpath\.(\d+)\.layers\.([12])\.0\.(\w+)', rest): return f'{top}.{m[1]}.residual.{m[2]}.fc{m[3]}.{m[4]}'  # SE (02b)
+    if m := re.fullmatch(r'(\d+)\.convpath\.(\d+)\.(gamma|conv\.weight_\w+)', rest): return f'{top}.{m[1]}.residual.{m[2]}.{m[3]}'  # self-attention
     raise KeyError(f"{name} is not a tensor of fastai's XResNet")
 
 # %% ../nbs/10_weights.ipynb #96564295
