@@ -41,6 +41,9 @@ def test_same_parameters_and_outputs_as_fastai(name):
     ours = copy_weights(ref, ours.to_empty(device='cpu'))
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     assert max_diff(ref, ours, 48) <= 1e-5, name
+    ours, x = ours.double(), torch.randn(2, 3, 32, 32, dtype=torch.float64)  # fuse works on every preset. In float64: random 100-layer
+    with torch.no_grad(): a, b = fuse(ours)(x), ours(x)  # nets amplify rounding (float32, channels-last alone: 4e-4; float64 fused: <1e-6)
+    assert (a - b).abs().max() <= 1e-5*b.abs().max(), name  # a wrong fold is off by O(1)
 
 
 def test_self_attention_equals_fastai_sa():
@@ -146,15 +149,6 @@ def test_a_3d_volume_runs_in_a_learner_and_fuses():
     assert preds.shape == (8, 2) and preds.isfinite().all()
     m = learn.model.eval()
     with torch.no_grad(): a, b = fuse(m)(x[:4]), m(x[:4])
-    assert (a - b).abs().max() <= 1e-4*b.abs().max()  # folding changes the summation order
-
-
-@pytest.mark.parametrize('name', ['xse_resnext50', 'xresnext18', 'xse_resnet34', 'xresnet34_deep', 'xse_resnext18_deeper'])
-def test_fuse_on_new_presets(name):
-    torch.manual_seed(0)
-    m = randomize(FAMILY[name](n_out=10))
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad(): a, b = fuse(m)(x.contiguous(memory_format=torch.channels_last)), m(x)
     assert (a - b).abs().max() <= 1e-4*b.abs().max()  # folding changes the summation order
 
 
