@@ -13,7 +13,9 @@ from fastai.metrics import accuracy
 from fastai.vision.models import xresnet as fastai_xresnet
 from hypothesis import given, settings, strategies as st
 from xresnet_fa import XResNet
-from xresnet_fa.family import FAMILY, xresnext50, xse_resnext26, xse_resnext50
+from functools import partial
+from xresnet_fa.family import FAMILY, FamilyBlock, add_self_attention, to_ndim, xresnext50, xse_resnext26, xse_resnext50
+from xresnet_fa.xresnet import xresnet18
 from xresnet_fa.fast import fuse
 from xresnet_fa.learner import variant
 from xresnet_fa.weights import TIMM_WEIGHTS, load_pretrained
@@ -47,17 +49,17 @@ def test_same_parameters_and_outputs_as_fastai(name):
 
 
 def test_self_attention_equals_fastai_sa():
-    "sa=True in fastai: the last block of stage len(layers)-3; our self_attention=True, with a non-zero gamma, gives the same outputs"
+    "sa=True in fastai: the last block of stage len(layers)-3; our add_self_attention, with a non-zero gamma, gives the same outputs"
     torch.manual_seed(0)
     ref = randomize(fastai_xresnet.XResNet(fastai_xresnet.ResBlock, 1, [2, 2, 2, 2], sa=True))
     with torch.no_grad():
         for m in ref.modules():
             if hasattr(m, 'gamma'): m.gamma.fill_(0.5)
-    ours = copy_weights(ref, XResNet(1, (2, 2, 2, 2), self_attention=True))
+    ours = copy_weights(ref, add_self_attention(XResNet(1, (2, 2, 2, 2))))
     assert [n for n, m in ours.named_modules() if type(m).__name__ == 'SimpleSelfAttention'] == ['stage_1.1.residual.2']
     assert max_diff(ref, ours, 32) <= 1e-5
-    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # fastai's .view fails here; ours reshapes
-    with torch.no_grad(): a, b = ours(x), ref(x.contiguous())
+    x = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)  # both run channels-last (fastai's .view works there too)
+    with torch.no_grad(): a, b = ours(x), ref(x)
     assert (a - b).abs().max() <= 1e-5*b.abs().max()  # another summation order in channels-last: relative
 
 
@@ -82,13 +84,14 @@ def test_pretrained_true_asks_timm_for_the_twin_offline():
 
 
 @pytest.mark.parametrize('make, message', [
-    (lambda: FAMILY['xresnext18'](cardinality=3), 'cardinality=3 must divide the channels of the grouped 3x3 conv of stage_1 (width 64): 64 in, 12 out'),
-    (lambda: XResNet(4, (1, 1, 1, 1), se_reduction=512), 'se_reduction=512 is larger than the 256 channels it squeezes of stage_1'),
-    (lambda: XResNet(1, (1, 1, 1, 1), ndim=0), 'ndim must be 1 (sequences), 2 (images) or 3 (volumes); got 0'),
-    (lambda: XResNet(1, (1, 1, 1, 1), ndim='3'), "ndim must be 1 (sequences), 2 (images) or 3 (volumes); got '3' (str)"),
-    (lambda: XResNet(1, (2, 2, 2), self_attention=True), 'self_attention needs at least 4 stages'),
-    (lambda: XResNet(1, (1, 1, 1, 1), inner_widths=(2,)), 'inner_widths must be two positive multiples of the stage width'),
-    (lambda: XResNet(1, (1, 1, 1, 1), cardinality=0), 'cardinality must be a whole number >= 1; got 0'),
+    (lambda: XResNet(1, (1, 1, 1, 1), block=partial(FamilyBlock, cardinality=3)), 'cardinality=3 must divide the channels of the grouped 3x3 conv: 64 in, 12 out'),
+    (lambda: XResNet(4, (1, 1, 1, 1), block=partial(FamilyBlock, se_reduction=512)), 'se_reduction=512 is larger than the 256 channels it squeezes'),
+    (lambda: FAMILY['xse_resnext18'](ndim=0), 'ndim must be 1 (sequences), 2 (images) or 3 (volumes); got 0'),
+    (lambda: to_ndim(xresnet18(), '3'), "ndim must be 1 (sequences), 2 (images) or 3 (volumes); got '3' (str)"),
+    (lambda: add_self_attention(XResNet(1, (2, 2, 2), widths=(64, 128, 256))), 'self-attention needs at least 4 stages'),
+    (lambda: XResNet(1, (1, 1, 1, 1), block=partial(FamilyBlock, inner_widths=(2,))), 'inner_widths must be two positive multiples of the stage width'),
+    (lambda: XResNet(1, (1, 1, 1, 1), block=partial(FamilyBlock, cardinality=0)), 'cardinality must be a whole number >= 1; got 0'),
+    (lambda: FAMILY['xresnext50'](cardinality=32), "unexpected keyword argument 'cardinality'"),
 ])
 def test_bad_switches_refused_naming_the_argument(make, message):
     with pytest.raises((ValueError, TypeError)) as e: make()
@@ -100,18 +103,19 @@ def test_bad_switches_refused_naming_the_argument(make, message):
        se_reduction=st.sampled_from([0, 4, 16, 300]), self_attention=st.booleans(), stages=st.integers(3, 6))
 def test_switches_build_and_run_or_are_refused(ndim, expansion, cardinality, se_reduction, self_attention, stages):
     "Any mix of the switches either builds a network whose forward and backward are finite, or is refused naming one of them"
-    kw = dict(cardinality=cardinality, se_reduction=se_reduction, self_attention=self_attention, ndim=ndim,
-              widths=(8, 16, 24, 32, 16, 16)[:stages], stem_widths=(8, 8, 16), n_out=3)
-    widths, c, valid = kw['widths'], 16, not (self_attention and stages < 4)
+    widths = (16, 16, 24, 32, 16, 16)[:stages]
+    c, valid = widths[0], not (self_attention and stages < 4)
     for w in widths:  # the contract, stage by stage: grouped convs divide, a block is at least 1 wide, SE squeezes at most its channels
         inner = math.floor(w*4/64)*cardinality if cardinality > 1 else w
         grouped_in = (c, w) if expansion == 1 else (inner,)
         valid &= inner >= 1 and all(k % cardinality == 0 for k in (*grouped_in, inner)) and se_reduction <= w*expansion
         c = w*expansion
-    try: m = XResNet(expansion, (1,)*stages, **kw)
+    try:
+        m = XResNet(expansion, (1,)*stages, n_out=3, widths=widths, block=partial(FamilyBlock, cardinality=cardinality, se_reduction=se_reduction))
+        m = to_ndim(add_self_attention(m) if self_attention else m, ndim)
     except (ValueError, TypeError) as e:
         assert not valid, f"refused a valid configuration: {e}"
-        assert any(f'{k}=' in str(e) or f'{k} ' in str(e) for k in ('cardinality', 'se_reduction', 'self_attention', 'base_width')), str(e)
+        assert any(f'{k}=' in str(e) or f'{k} ' in str(e) for k in ('cardinality', 'se_reduction', 'self-attention', 'base_width')), str(e)
         return
     assert valid, "built a configuration the contract refuses"
     if ndim == 3 and stages > 4: return  # torch's avg_pool3d refuses a 1x1x1 input (2-D's ceil_mode gives 1); 6 stages need 128^3
@@ -143,7 +147,7 @@ def test_a_3d_volume_runs_in_a_learner_and_fuses():
     x = torch.randn(24, 1, 32, 32, 32, generator=g); y = torch.arange(24) % 2
     x[y == 1, :, 8:24, 8:24, 8:24] += 2  # a bright cube in class 1
     dls = DataLoaders(DataLoader(list(zip(x[:16], y[:16])), bs=8, shuffle=True), DataLoader(list(zip(x[16:], y[16:])), bs=8))
-    learn = Learner(dls, FAMILY['xresnet18'](n_out=2, c_in=1, ndim=3), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
+    learn = Learner(dls, to_ndim(xresnet18(n_out=2, c_in=1), 3), loss_func=CrossEntropyLossFlat(), metrics=accuracy)
     learn.fit(1, 1e-3)
     preds, _ = learn.get_preds()
     assert preds.shape == (8, 2) and preds.isfinite().all()
@@ -173,7 +177,20 @@ def test_fastai_checkpoints_of_se_and_attention_models_load(tmp_path):
     with torch.no_grad():
         for m in sa.modules():
             if hasattr(m, 'gamma'): m.gamma.fill_(0.5)
-    for ref, build, name in ((se, FAMILY['xse_resnext18'], 'se'), (sa, lambda **k: XResNet(1, (2, 2, 2, 2), self_attention=True, **k), 'sa')):
+    for ref, build, name in ((se, FAMILY['xse_resnext18'], 'se'), (sa, lambda: add_self_attention(XResNet(1, (2, 2, 2, 2))), 'sa')):
         torch.save(ref.state_dict(), tmp_path/f'{name}.pth')
         ours = load_pretrained(build(), 18, tmp_path/f'{name}.pth')
         assert max_diff(ref, ours, 32) <= 1e-5, name
+
+
+@pytest.mark.parametrize('ndim', [1, 3])
+def test_to_ndim_equals_fastai_ndim_by_outputs(ndim):
+    "fastai's xresnet18(ndim=1 or 3) and ours through to_ndim: the same tensors in the same order, and the same outputs"
+    torch.manual_seed(0)
+    ref = fastai_xresnet.xresnet18(ndim=ndim, n_out=4).eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm3d)): m.weight.uniform_(0.5, 1.5); m.running_var.uniform_(0.5, 2)
+    ours = copy_weights(ref, to_ndim(xresnet18(n_out=4), ndim))
+    x = torch.randn(2, 3, *[32 if ndim == 3 else 96]*ndim)
+    with torch.no_grad(): assert (ref(x) - ours(x)).abs().max() <= 1e-5

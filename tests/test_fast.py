@@ -52,7 +52,7 @@ def test_fold_bn_without_affine():
     with torch.no_grad(): assert torch.allclose(fold_bn(conv, bn)(x), bn(conv(x)), atol=1e-5)
 
 
-small = lambda: xresnet(18, widths=(4, 4, 4, 4), stem_widths=(4,))
+small = lambda: XResNet(1, (2, 2, 2, 2), widths=(4, 4, 4, 4))
 conv8 = lambda: nn.Conv2d(3, 8, 3)
 
 @pytest.mark.parametrize('call, error, message', [

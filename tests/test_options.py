@@ -1,5 +1,6 @@
 "Every tweak combination at depths 18 and 50: right shapes, a finite gradient on every parameter, slicing, pickling."
-import itertools, pickle, subprocess, sys
+import inspect, itertools, pickle, subprocess, sys
+from functools import partial
 import pytest, torch
 from torch import nn
 from xresnet_fa import xresnet, XResNet
@@ -63,12 +64,14 @@ def test_wrong_channel_count_fails_in_torch_naming_expected_and_got():
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(ks=4), 'ks must be odd'), (dict(ks=0), 'ks must be'), (dict(c_in=0), 'c_in'), (dict(n_out=0), 'n_out'),
-    (dict(p=-0.1), r'p \(dropout'), (dict(p=1), r'p \(dropout'), (dict(widths=(8,)), 'widths needs one width per stage'),
-    (dict(stem_widths=()), 'stem_widths must be a non-empty'), (dict(act_cls=nn.ReLU()), 'act_cls'),
+    (dict(p=-0.1), r'p \(dropout'), (dict(p=1), r'p \(dropout'), (dict(stride_3x3='no'), 'stride_3x3 must be True or False'),
+    (dict(act_cls=nn.ReLU()), 'act_cls'),
     (dict(n_out=2.0), 'n_out must be a whole number'),
 ])
 def test_bad_configuration_fails_at_build(kwargs, match):
-    with pytest.raises((ValueError, TypeError), match=match): xresnet(18, **kwargs)
+    "through the preset where it takes the keyword, else through XResNet (ks is XResNet's)"
+    build = partial(xresnet, 18) if set(kwargs) <= set(inspect.signature(xresnet).parameters) else partial(XResNet, 1, (2, 2, 2, 2))
+    with pytest.raises((ValueError, TypeError), match=match): build(**kwargs)
 
 
 def test_unknown_depth():
@@ -89,14 +92,18 @@ BAD_CALLS = [  # (public entry point, args, kwargs, what the message must say): 
     (ResBlock, (8, 8), dict(stride_3x3='no'), "stride_3x3 must be True or False; got 'no'"),
     (ResBlock, (8, 8), dict(zero_bn=None), 'zero_bn must be True or False; got None'),
     (ResBlock, (8, 8), dict(avg_down='x'), "avg_down must be True or False; got 'x'"),
-    (XResNet, (1, [1]), dict(widths=(8,), stem_widths=()), r'stem_widths must be a non-empty list of whole numbers >= 1 such as \(32, 32, 64\); got \(\)'),
+    (XResNet, (1, [1]), dict(widths=()), r'widths must be a non-empty list of whole numbers >= 1 such as \(64, 128, 256, 512\); got \(\)'),
+    (XResNet, (1, [1]), dict(widths=(8, 8)), 'widths needs one width per stage'),
+    (XResNet, (1, [1]), dict(widths=(1,)), r'widths\[0\] must be >= 2'),
+    (XResNet, (1, [1]), dict(widths=(8,), block=nn.Identity()), 'block must be a class or function that builds a block'),
+    (XResNet, (1, [1]), dict(widths=(8,), block=partial(ResBlock, avg_down='x')), "avg_down must be True or False; got 'x'"),
     (XResNet, (1, [1]), dict(widths=(8,), ks=2, deep_stem=False), 'ks must be odd'),
     (XResNet, (1, [1]), dict(widths=(8,), deep_stem='no'), "deep_stem must be True or False; got 'no'"),
     (XResNet, (1, [1, 0]), dict(widths=(8, 8)), r'layers\[1\] must be a whole number >= 1; got 0'),
     (count_params, (None,), {}, 'm must be an nn.Module instance'),
     (count_macs, (nn.Identity(),), dict(size=(8,)), r'size must be a whole number >= 1 or a pair \(H, W\) of them; got \(8,\)'),
     (count_macs, (nn.Identity(),), dict(c_in=0), 'c_in must be a whole number >= 1; got 0'),
-    (summary, (nn.Linear(2, 2),), {}, r'model must be an XResNet, such as xresnet50\(\); got a module \(Linear\)'),
+    (summary, (None,), {}, r'model must be an nn.Module instance \(a layer or a network\); got None'),
 ]
 
 
@@ -108,4 +115,4 @@ def test_public_entry_points_refuse_bad_arguments(fn, args, kwargs, match):
 @pytest.mark.parametrize('x, error', [(torch.randn(2, 3, 0, 8), RuntimeError), ([[0.0]], TypeError)])
 def test_empty_or_non_tensor_input_fails_in_torch(x, error):
     "no logits come out of an empty image or a list: torch refuses them"
-    with pytest.raises(error): xresnet(18, n_out=2, widths=(2, 2, 2, 2), stem_widths=(2,))(x)
+    with pytest.raises(error): XResNet(1, (2, 2, 2, 2), n_out=2, widths=(2, 2, 2, 2))(x)

@@ -16,13 +16,16 @@ import pytest, torch
 from torch import nn
 import torch.nn.functional as F
 from hypothesis import HealthCheck, event, example, given, note, settings, strategies as st
+from functools import partial
 from xresnet_fa import XResNet, xresnet
+from xresnet_fa.resblock import ResBlock
 from xresnet_fa.xresnet import DEPTHS, xresnet18, xresnet34, xresnet50
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 OMIT = object()  # "leave the argument out" (its default applies)
 SWITCHES = ('stride_3x3', 'deep_stem', 'avg_down', 'zero_bn')
+BLOCK_SWITCHES = ('stride_3x3', 'avg_down', 'zero_bn')  # ResBlock's: XResNet takes them as block=partial(ResBlock, ...)
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -90,7 +93,7 @@ def bad_seq(good: st.SearchStrategy):
 @st.composite
 def configs(draw):
     "(kwargs for XResNet, set of argument names the contract says are invalid)"
-    args = ['expansion', 'layers', 'widths', 'stem_widths', 'n_out', 'c_in', 'p', 'ks', 'act_cls', *SWITCHES]
+    args = ['expansion', 'layers', 'widths', 'n_out', 'c_in', 'p', 'ks', 'act_cls', *SWITCHES]
     bad = draw(st.one_of(st.just(frozenset()), st.frozensets(st.sampled_from(args), min_size=1, max_size=2)))
     kw, invalid = {}, set()
 
@@ -112,10 +115,9 @@ def configs(draw):
             if n_stages != 4: wrong.append(st.just(OMIT))  # the default widths have 4 stages
         kw['widths'] = draw(st.one_of(*wrong)); invalid.add('widths')
     else:
-        good = [seq_of(1, 12, 1, 4, n_stages if n_stages is not None else None)]
+        good = [seq_of(2, 12, 1, 4, n_stages if n_stages is not None else None)]  # widths[0] >= 2: the stem halves it
         if n_stages == 4: good.append(st.just(OMIT))
         kw['widths'] = draw(st.one_of(*good))
-    pick('stem_widths', seq_of(1, 12, 1, 3), bad_seq(seq_of(1, 12, 1, 3)))
     pick('n_out', ints(1, 10), BAD_WHOLE)
     pick('c_in', ints(1, 4), BAD_WHOLE)
     pick('p', st.one_of(st.floats(0, 1, exclude_max=True), st.sampled_from([0, 0.0, 0.5, 0.999, np.float64(0.25)])),
@@ -125,7 +127,9 @@ def configs(draw):
     pick('ks', st.sampled_from([1, 3, 3, 5, 7]), st.one_of(BAD_WHOLE, st.sampled_from([2, 4, 6, 8])))
     pick('act_cls', st.sampled_from(VALID_ACTS), st.sampled_from(BAD_ACTS))
     for s in SWITCHES: pick(s, st.booleans(), st.sampled_from([0, 1, 1.0, 'yes', 'True', None, []]))
-    return {k: v for k, v in kw.items() if v is not OMIT}, invalid
+    kw = {k: v for k, v in kw.items() if v is not OMIT}
+    if switches := {k: kw.pop(k) for k in BLOCK_SWITCHES if k in kw}: kw['block'] = partial(ResBlock, **switches)
+    return kw, invalid
 
 
 INPUT = dict(n=st.integers(2, 3), h=st.integers(1, 70), w=st.integers(1, 70), seed=st.integers(0, 2**16))
@@ -152,10 +156,11 @@ def branch_counts():
 
 @settings(max_examples=1000, **SETTINGS)
 @given(cfg=configs(), **INPUT)
-@example(cfg=(dict(expansion=1, layers=[1], widths=[1], stem_widths=[1], n_out=1, c_in=1), set()), n=2, h=1, w=1, seed=0)
-@example(cfg=(dict(expansion=4, layers=[1, 1, 1, 1], widths=[2, 2, 2, 2], stem_widths=[3], ks=7, deep_stem=False,
-                   avg_down=False, stride_3x3=False, zero_bn=False), set()), n=2, h=1, w=70, seed=0)
-@example(cfg=(dict(expansion=1, layers=[2, 2], widths=[4, 8], stem_widths=[4], p=0.999, act_cls=nn.PReLU), set()),
+@example(cfg=(dict(expansion=1, layers=[1], widths=[2], n_out=1, c_in=1), set()), n=2, h=1, w=1, seed=0)
+@example(cfg=(dict(expansion=4, layers=[1, 1, 1, 1], widths=[2, 2, 2, 2], ks=7, deep_stem=False,
+                   block=partial(ResBlock, avg_down=False, stride_3x3=False, zero_bn=False)), set()), n=2, h=1, w=70, seed=0)
+@example(cfg=(dict(expansion=1, layers=[1], widths=[1]), {'widths'}), n=2, h=1, w=1, seed=0)
+@example(cfg=(dict(expansion=1, layers=[2, 2], widths=[4, 8], p=0.999, act_cls=nn.PReLU), set()),
          n=2, h=69, w=3, seed=0)
 def test_constructor_builds_and_trains_or_refuses_naming_the_argument(branch_counts, cfg, n, h, w, seed):
     kwargs, invalid = cfg
@@ -195,21 +200,22 @@ def test_presets_train_on_any_input_size(preset, n_out, c_in, tweaks, p, act_cls
 @example(depth=101, h=7, w=1)
 @example(depth=152, h=33, w=32)
 def test_xresnet_depth_builds_or_refuses_naming_depth(depth, h, w):
-    "Small widths keep even the 101/152-deep networks cheap; an unknown depth is refused naming `depth`"
-    model, err = build(lambda **kw: xresnet(depth, **kw), dict(widths=(2, 2, 2, 2), stem_widths=(2,), n_out=2))
+    "A known depth builds (on the meta device: no memory) and its layout, at small widths to keep 101/152 cheap, trains; an unknown one is refused naming `depth`"
+    with torch.device('meta'): model, err = build(lambda **kw: xresnet(depth, **kw), dict(n_out=2))
     if err is not None:
         event('refused')
         assert depth not in DEPTHS, f"depth={depth!r} refused: {err}"
         assert names_arg(str(err), 'depth'), str(err)
         return
     event(f'built {depth!r}')
-    check_forward_backward(model, 2, 3, h, w, 2)
+    assert [n for n, _ in model.named_children()][-4:] == ['pool', 'flatten', 'dropout', 'fc']
+    check_forward_backward(XResNet(*DEPTHS[depth], n_out=2, widths=(2, 2, 2, 2)), 2, 3, h, w, 2)
 
 
 @functools.lru_cache(maxsize=None)
 def small_model(c_in: int, deep_stem: bool) -> XResNet:
     torch.manual_seed(0)
-    return XResNet(1, (1, 1), c_in=c_in, n_out=3, widths=(4, 8), stem_widths=(4,), deep_stem=deep_stem)
+    return XResNet(1, (1, 1), c_in=c_in, n_out=3, widths=(4, 8), deep_stem=deep_stem)
 
 
 @st.composite
@@ -245,7 +251,7 @@ def test_wrong_input_rank_or_channels_is_refused_by_torch(case, deep_stem, train
 @settings(max_examples=6, **SETTINGS)
 @given(pretrained=st.sampled_from([1, 2, 1.5, [1], np.True_, object()]))
 def test_pretrained_of_wrong_type_is_refused_naming_pretrained(pretrained):
-    model, err = build(lambda: xresnet(18, pretrained=pretrained, widths=(2, 2, 2, 2), stem_widths=(2,)), {})
+    model, err = build(lambda: xresnet(18, pretrained=pretrained), {})
     assert err is not None and names_arg(str(err), 'pretrained'), f"{type(err).__name__}: {err}"
 
 # ---------------------------------------------------------------------------------------------------- package bugs found
@@ -260,11 +266,11 @@ def test_fixed_unhashable_depth_is_refused_naming_depth(depth):
 
 
 @settings(max_examples=10, **BUG_SETTINGS)
-@given(name=st.sampled_from(['n_out', 'c_in', 'ks', 'widths', 'stem_widths', 'expansion']),
+@given(name=st.sampled_from(['n_out', 'c_in', 'ks', 'widths', 'expansion']),
        big=st.sampled_from([2**64 + 1, 10**30 + 1]))  # past int64: torch refuses before allocating anything
 def test_fixed_huge_whole_numbers_are_refused_naming_the_argument(name, big):
-    kwargs = dict(expansion=1, layers=(1,), widths=(4,), stem_widths=(4,), n_out=2)
-    kwargs[name] = (big,) if name in ('widths', 'stem_widths') else big
+    kwargs = dict(expansion=1, layers=(1,), widths=(4,), n_out=2)
+    kwargs[name] = (big,) if name == 'widths' else big
     model, err = build(XResNet, kwargs)
     assert err is not None and names_arg(str(err), name), f"{type(err).__name__}: {err}"
 
@@ -273,7 +279,7 @@ def test_fixed_huge_whole_numbers_are_refused_naming_the_argument(name, big):
 @given(act_cls=st.sampled_from([nn.Flatten, nn.GLU, nn.Module, nn.Upsample, nn.MSELoss, nn.Dropout1d, nn.ModuleList,
                                 nn.LazyBatchNorm1d]))
 def test_fixed_non_activation_module_classes_are_refused_at_construction(act_cls):
-    model, err = build(XResNet, dict(expansion=1, layers=(1,), widths=(4,), stem_widths=(4,), n_out=2, act_cls=act_cls))
+    model, err = build(XResNet, dict(expansion=1, layers=(1,), widths=(4,), n_out=2, act_cls=act_cls))
     if err is not None:
         assert names_arg(str(err), 'act_cls'), str(err)
         return

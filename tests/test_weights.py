@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest, timm, torch
 from torch import nn
 from fastai.vision.models import xresnet as fastai_xresnet
-from xresnet_fa import xresnet
+from xresnet_fa import XResNet, xresnet
 from xresnet_fa.weights import (CheckpointError, adapt, check_fits, fastai_name, imagenet_state_dict, load_pretrained, naming,
                                 read_checkpoint, rename, timm_name, to_ours, to_timm)
 from conftest import max_diff, randomize
@@ -78,7 +78,7 @@ def test_offline_error_is_quick(tmp_path):
     assert 'pretrained=False' in r.stdout, r.stdout + r.stderr
 
 
-net = xresnet(18, widths=(4, 4, 4, 4), stem_widths=(4,))
+net = XResNet(1, (2, 2, 2, 2), widths=(4, 4, 4, 4))
 sd = net.state_dict()
 
 @pytest.mark.parametrize('call, error, message', [
@@ -102,7 +102,7 @@ sd = net.state_dict()
     *[(lambda bad=bad: read_checkpoint(bad), TypeError, f'path must be a file path (str or Path); got {bad}') for bad in (None, 123)],
     *[(lambda bad=bad: load_pretrained(net, 18, bad), TypeError, f'pretrained must be True or a weights file path; got {bad} (nothing to load)')
       for bad in (False, None)],
-    (lambda: xresnet(18, pretrained=1.5), TypeError, 'pretrained must be True or a weights file path; got 1.5 (float)'),
+    (lambda: xresnet(18, pretrained=1.5), TypeError, 'pretrained must be True (ImageNet weights), False, or a weights file path; got 1.5 (float)'),
     (lambda: load_pretrained(None, 18, 'w.pth'), TypeError, 'model must be an nn.Module instance'),
 ])
 def test_bad_arguments_are_refused_saying_what_is_right(call, error, message):

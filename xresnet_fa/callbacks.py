@@ -13,9 +13,10 @@ import torch
 from fastcore.foundation import L
 from torch.amp import autocast, GradScaler
 from fastai.callback.core import Callback
-from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.distributed import num_distrib
 from .checks import UsageError
+from .fast import tiny_inputs_in_float32
 from .weights import unsafe_global
 
 # %% auto #0
@@ -44,13 +45,19 @@ class OutputError(TrainingError):
 
 # %% ../nbs/07_callbacks.ipynb #b1dde9d4
 class DeviceMixedPrecision(MixedPrecision):
-    "fastai's MixedPrecision, autocasting on the DataLoaders' device type instead of always 'cuda'"
+    "fastai's MixedPrecision, autocasting on the DataLoaders' device type instead of always 'cuda'; on a CPU in bf16, tiny-input convs in float32"
     def before_fit(self):
-        super().before_fit()
         kind = self.dls.device.type if self.dls.device is not None else 'cpu'
-        if kind != 'cuda':
-            self.autocast = autocast(kind, dtype=self.autocast.fast_dtype)
-            self.learn.scaler = GradScaler(kind, enabled=self.autocast.fast_dtype == torch.float16)
+        if kind == 'cuda': return super().before_fit()
+        dtype = torch.bfloat16 if self.amp_mode == AMPMode.BF16 else torch.float16
+        self.autocast, self.scales = autocast(kind, dtype=dtype), L()
+        self.learn.scaler = GradScaler(kind, **{**self.kwargs, 'enabled': dtype == torch.float16})  # bf16 needs no loss scaling
+        self.tiny = tiny_inputs_in_float32(self.learn.model) if kind == 'cpu' and dtype == torch.bfloat16 else None
+        if self.tiny: self.tiny.__enter__()
+
+    def after_fit(self):
+        if getattr(self, 'tiny', None): self.tiny.__exit__(None, None, None); self.tiny = None
+        super().after_fit()
 
 # %% ../nbs/07_callbacks.ipynb #b6137916
 def _write_error(path: Path, e: BaseException) -> OutputError|None:

@@ -6,21 +6,22 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/checks.html.md"""
 
 # %% ../nbs/12_checks.ipynb #5c013900
 from __future__ import annotations
-import reprlib
-from collections.abc import Sequence
-from typing import Tuple
-import contextlib, os
+import contextlib, functools, inspect, os, reprlib, shutil, tempfile
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
 from pathlib import Path
+from typing import Tuple
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no lock on --out
-from numbers import Integral, Real
 import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['MAX_INT', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool', 'check_ks', 'check_p', 'check_size',
-           'check_module', 'check_instance', 'check_act', 'check_ndim', 'check_block', 'check_xresnet', 'check_depth',
-           'check_input', 'train_memory', 'check_memory', 'check_writable', 'hold_out']
+__all__ = ['MAX_INT', 'RESNET_DEPTHS', 'CHECKS', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool', 'check_ks',
+           'check_p', 'check_size', 'check_module', 'check_instance', 'check_act', 'check_depth', 'check_builder',
+           'check_pretrained', 'check_ndim', 'check_fraction', 'check_path', 'check_multiples', 'one_width_per_stage',
+           'stages_fit', 'block_fits', 'groups_divide', 'se_fits', 'resnext_fits', 'has_four_stages', 'checked',
+           'check_input', 'train_memory', 'check_memory', 'check_writable', 'hold_out', 'write_once']
 
 # %% ../nbs/12_checks.ipynb #4f2e7542
 class UsageError(ValueError):
@@ -67,23 +68,23 @@ def check_bool(name: str, # argument name
     return value
 
 # %% ../nbs/12_checks.ipynb #a6a381c6
-def check_ks(ks) -> int:
+def check_ks(name: str, ks) -> int:
     "Return `ks` if it is an odd whole number, else raise an error saying which odd sizes are near"
-    if check_int('ks', ks) % 2 == 0:
-        raise ValueError(f"ks must be odd so that padding ks//2 keeps the output centred; got ks={ks}, try {ks-1} or {ks+1}")
-    return ks
+    if check_int(name, ks) % 2 == 0:
+        raise ValueError(f"{name} must be odd so that padding {name}//2 keeps the output centred; got {name}={ks}, try {ks-1} or {ks+1}")
+    return int(ks)
 
-def check_p(p) -> float:
-    "Return `p` as a float if it is a dropout probability in [0, 1), else an error naming p"
+def check_p(name: str, p) -> float:
+    "Return `p` as a float if it is a dropout probability in [0, 1), else an error naming it"
     if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p < 1:  # Real: numpy floats too; nan fails 0 <= p
-        raise (ValueError if isinstance(p, Real) else TypeError)(f"p (dropout probability) must be a number in [0, 1); got {p!r}")
+        raise (ValueError if isinstance(p, Real) else TypeError)(f"{name} (dropout probability) must be a number in [0, 1); got {p!r}")
     return float(p)
 
-def check_size(size) -> tuple[int, int]:
+def check_size(name: str, size) -> tuple[int, int]:
     "(H, W) from `size`, a side or a pair (H, W), else an error saying so"
     hw = tuple(size) if isinstance(size, (tuple, list)) and len(size) == 2 else (size, size)
-    try: return tuple(check_int('size', v) for v in hw)
-    except (TypeError, ValueError) as e: raise type(e)(f"size must be a whole number >= 1 or a pair (H, W) of them; got {size!r}") from None
+    try: return tuple(check_int(name, v) for v in hw)
+    except (TypeError, ValueError) as e: raise type(e)(f"{name} must be a whole number >= 1 or a pair (H, W) of them; got {size!r}") from None
 
 # %% ../nbs/12_checks.ipynb #7d997238
 def check_module(name: str, # argument name
@@ -104,66 +105,134 @@ def check_instance(name: str, # argument name
     raise TypeError(f"{name} must be {'an' if cls.__name__[0] in 'AEIOUX' else 'a'} {cls.__name__}, such as {example}; got {got(m)}")
 
 # %% ../nbs/12_checks.ipynb #3039bde6
-def check_act(act_cls) -> type[nn.Module]:
+def check_act(name: str, act_cls) -> type[nn.Module]:
     "Return `act_cls` if `act_cls()` is a module that keeps a tensor's shape (an activation), else an error saying what would work"
-    want = "act_cls must be an element-wise activation class such as nn.ReLU (it must keep the shape)"
+    want = f"{name} must be an element-wise activation class such as nn.ReLU (it must keep the shape)"
     if isinstance(act_cls, nn.Module): raise TypeError(f"{want}: pass the class {type(act_cls).__name__}, not an instance; got {act_cls!r}")
     if not callable(act_cls): raise TypeError(f"{want}; got {act_cls!r} ({type(act_cls).__name__})")
-    name, x = act_cls.__name__ if isinstance(act_cls, type) else repr(act_cls), torch.linspace(-2, 2, 27).reshape(1, 3, 3, 3)
+    label, x = act_cls.__name__ if isinstance(act_cls, type) else repr(act_cls), torch.linspace(-2, 2, 27).reshape(1, 3, 3, 3)
     try:
         act = act_cls()
         if not isinstance(act, nn.Module): raise TypeError(f"it returned {act!r} ({type(act).__name__}), not an nn.Module")
         with torch.no_grad(), torch.random.fork_rng(devices=[]): ys = [act.train(mode)(x.clone()) for mode in (True, False)]
-    except Exception as e: raise TypeError(f"{want}; {name}() failed on a {tuple(x.shape)} tensor: {type(e).__name__}: {e}") from e
+    except Exception as e: raise TypeError(f"{want}; {label}() failed on a {tuple(x.shape)} tensor: {type(e).__name__}: {e}") from e
     for y in ys:
         if not isinstance(y, torch.Tensor) or y.shape != x.shape:
-            raise ValueError(f"{want}; {name} changed {tuple(x.shape)} to {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
+            raise ValueError(f"{want}; {label} changed {tuple(x.shape)} to {tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__}")
     return act_cls
 
 # %% ../nbs/12_checks.ipynb #e3608434
-def check_ndim(ndim) -> int:
-    "Return `ndim` if it is 1, 2 or 3, else an error naming ndim"
-    if isinstance(ndim, bool) or not isinstance(ndim, Integral): raise TypeError(f"ndim must be 1 (sequences), 2 (images) or 3 (volumes); got {got(ndim)}")
-    if ndim not in (1, 2, 3): raise ValueError(f"ndim must be 1 (sequences), 2 (images) or 3 (volumes); got {ndim}")
+RESNET_DEPTHS = (18, 34, 50, 101, 152)  # the depths of the ResNet paper's Table 1 (notebook 02's DEPTHS, tested equal there)
+
+def check_depth(name: str, depth) -> int:
+    "Return `depth` if it is one of ResNet's depths (ints only: [18] is unhashable, 18.0 a float), else an error naming it"
+    if isinstance(depth, bool) or not isinstance(depth, Integral) or depth not in RESNET_DEPTHS:
+        raise (ValueError if isinstance(depth, Integral) else TypeError)(f"{name} must be one of {list(RESNET_DEPTHS)}; got {depth!r}")
+    return int(depth)
+
+def check_builder(name: str, f):
+    "Return `f` if it can build a part of a network: a class or function (ResBlock, or functools.partial of it), not a built module"
+    if callable(f) and not isinstance(f, nn.Module): return f
+    raise TypeError(f"{name} must be a class or function that builds a block, such as ResBlock or partial(ResBlock, avg_down=False); got {got(f)}")
+
+def check_pretrained(name: str, pretrained):
+    "Return `pretrained` if it is False, None, True or a weights file path; an empty path is refused rather than read as 'no weights'"
+    if pretrained is None or isinstance(pretrained, bool): return pretrained
+    if isinstance(pretrained, (str, os.PathLike)):
+        if str(pretrained).strip(): return pretrained
+        raise ValueError(f"{name}={str(pretrained)!r} is an empty path: give a weights file, True for ImageNet weights, or False for none")
+    raise TypeError(f"{name} must be True (ImageNet weights), False, or a weights file path; got {got(pretrained)}")
+
+def check_ndim(name: str, ndim) -> int:
+    "Return `ndim` if it is 1, 2 or 3, else an error naming it"
+    if isinstance(ndim, bool) or not isinstance(ndim, Integral): raise TypeError(f"{name} must be 1 (sequences), 2 (images) or 3 (volumes); got {got(ndim)}")
+    if ndim not in (1, 2, 3): raise ValueError(f"{name} must be 1 (sequences), 2 (images) or 3 (volumes); got {ndim}")
     return int(ndim)
 
-def check_block(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, avg_down, zero_bn, inner=None, cardinality=1, se_reduction=0,
-                self_attention=False, ndim=2, where=''):
-    "Raise a ValueError/TypeError naming the first `ResBlock` argument that cannot build a block"
-    for name, v in dict(c_in=c_in, c_mid=c_mid, expansion=expansion, stride=stride).items(): check_int(name, v)
-    check_int('c_mid * expansion', c_mid*expansion); check_ks(ks); check_act(act_cls)
-    for name, v in dict(stride_3x3=stride_3x3, avg_down=avg_down, zero_bn=zero_bn, self_attention=self_attention).items(): check_bool(name, v)
-    check_ndim(ndim); check_int('cardinality', cardinality); check_int('se_reduction', se_reduction, low=0)
-    w1, w2 = (c_mid, c_mid) if inner is None else check_ints('inner', inner, '(64, 64)')
-    k_in = c_in if expansion == 1 else w1  # the grouped kxk conv: c_in -> w2 (basic block) or w1 -> w2 (bottleneck)
-    if k_in % cardinality or w2 % cardinality:
-        raise ValueError(f"cardinality={cardinality} must divide the channels of the grouped {ks}x{ks} conv{where}: {k_in} in, {w2} out")
-    if se_reduction > c_mid*expansion:
-        raise ValueError(f"se_reduction={se_reduction} is larger than the {c_mid*expansion} channels it squeezes{where}")
+def check_fraction(name: str, v) -> float:
+    "Return `v` as a float if it is a number strictly between 0 and 1, else an error naming it"
+    if isinstance(v, bool) or not isinstance(v, Real) or not 0 < v < 1:
+        raise (ValueError if isinstance(v, Real) else TypeError)(f"{name} must be a number between 0 and 1, such as 0.2; got {got(v)}")
+    return float(v)
+
+def check_path(name: str, v):
+    "Return `v` if it is None or a non-empty path (str or os.PathLike), else an error naming it"
+    if v is None or (isinstance(v, (str, os.PathLike)) and str(v).strip()): return v
+    if isinstance(v, (str, os.PathLike)): raise ValueError(f"{name} is an empty path; give a folder (an empty one would silently mean the current folder)")
+    raise TypeError(f"{name} must be a folder path; got {got(v)}")
+
+def check_multiples(name: str, v):
+    "Return `v` if it is None or two positive numbers (multiples of a width), else a TypeError naming it"
+    if v is None or (isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(m, Real) and not isinstance(m, bool) and m > 0 for m in v)): return v
+    raise TypeError(f"{name} must be two positive multiples of the stage width, such as (2, 4); got {got(v)}")
+
+CHECKS = {  # argument name -> check(name, value) -> value: every public constructor and preset is checked by these (see `checked`)
+    'depth': check_depth, 'expansion': check_int, 'c_in': check_int, 'c_mid': check_int, 'n_out': check_int, 'stride': check_int,
+    'layers': lambda name, v: check_ints(name, v, '(2, 2, 2, 2)'), 'widths': lambda name, v: check_ints(name, v, '(64, 128, 256, 512)'),
+    'ks': check_ks, 'p': check_p, 'act_cls': check_act, 'block': check_builder, 'pretrained': check_pretrained,
+    'stride_3x3': check_bool, 'deep_stem': check_bool, 'avg_down': check_bool, 'zero_bn': check_bool,
+    'm': check_module, 'model': check_module, 'size': check_size,
+    'cardinality': check_int, 'base_width': check_int, 'se_reduction': lambda name, v: check_int(name, v, low=0),  # the family (02b)
+    'inner_widths': check_multiples, 'ndim': check_ndim, 'channels': check_int,
+    'valid_pct': check_fraction, 'seed': lambda name, v: check_int(name, v, low=0, high=2**32 - 1), 'dest': check_path,  # the data (03)
+}
 
 # %% ../nbs/12_checks.ipynb #c141f55a
-def check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks, cardinality=1, base_width=4, inner_widths=None,
-                  se_reduction=0, self_attention=False, ndim=2, **switches):
-    "Raise a ValueError/TypeError naming the first `XResNet` argument that cannot build a network"
-    check_int('expansion', expansion); check_int('n_out', n_out); check_int('c_in', c_in); check_ks(ks)
-    layers, widths = check_ints('layers', layers, '(2, 2, 2, 2)'), check_ints('widths', widths, '(64, 128, 256, 512)')
-    check_ints('stem_widths', stem_widths, '(32, 32, 64)')
+def one_width_per_stage(layers, widths):
+    "Rule of XResNet: `widths` has one entry per stage of `layers`"
     if len(widths) != len(layers):
         raise ValueError(f"widths needs one width per stage: layers has {len(layers)} stages, widths={tuple(widths)} has {len(widths)}")
-    for i, w in enumerate(widths): check_int(f'widths[{i}] * expansion', w*expansion)
-    check_p(p); check_act(act_cls); check_ndim(ndim); check_int('base_width', base_width); check_bool('self_attention', self_attention)
-    if inner_widths is not None and not (isinstance(inner_widths, (tuple, list)) and len(inner_widths) == 2 and
-                                        all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in inner_widths)):
-        raise TypeError(f"inner_widths must be two positive multiples of the stage width, such as (2, 4); got {got(inner_widths)}")
-    if self_attention and len(layers) < 4:
-        raise ValueError(f"self_attention needs at least 4 stages (fastai puts it in stage len(layers) - 3); layers={tuple(layers)} has {len(layers)}")
-    for name, v in switches.items(): check_bool(name, v)
 
-def check_depth(depth, depths) -> int:
-    "Return `depth` if it is one of `depths` (ints only: [18] is unhashable, 18.0 a float), else an error naming depth"
-    if isinstance(depth, bool) or not isinstance(depth, Integral) or depth not in depths:
-        raise (ValueError if isinstance(depth, Integral) else TypeError)(f"depth must be one of {sorted(depths)}; got {depth!r}")
-    return int(depth)
+def stages_fit(widths, expansion):
+    "Rule of XResNet: every stage's output width, width * expansion, is a size torch can hold; the stem's first convs, widths[0] // 2, are at least 1 wide"
+    for i, w in enumerate(widths): check_int(f'widths[{i}] * expansion', w*expansion)
+    if widths[0] < 2: raise ValueError(f"widths[0] must be >= 2: the stem's first two convs are widths[0] // 2 wide; got widths={tuple(widths)}")
+
+def block_fits(c_mid, expansion):
+    "Rule of ResBlock: its output width, c_mid * expansion, is a size torch can hold"
+    check_int('c_mid * expansion', c_mid*expansion)
+
+def groups_divide(c_in, widths, cardinality):
+    "Rule of a grouped path A (02b): `cardinality` divides the input and output channels of its first kxk conv"
+    ins = [c_in, *widths]  # the grouped conv is the first kxk: c_in -> widths[0] in a basic block, widths[0] -> widths[1] in a bottleneck
+    k_in, k_out = (ins[0], ins[1]) if len(widths) == 1 else (ins[1], ins[2])
+    if k_in % cardinality or k_out % cardinality:
+        raise ValueError(f"cardinality={cardinality} must divide the channels of the grouped 3x3 conv: {k_in} in, {k_out} out")
+
+def se_fits(c_mid, expansion, se_reduction):
+    "Rule of a block with squeeze-and-excitation (02b): it cannot squeeze its channels by more than their number"
+    if se_reduction > c_mid*expansion:
+        raise ValueError(f"se_reduction={se_reduction} is larger than the {c_mid*expansion} channels it squeezes (a block {c_mid} wide)")
+
+def resnext_fits(c_mid, cardinality, base_width):
+    "Rule of a ResNeXt block (02b): each group is at least one channel wide, floor(c_mid * base_width / 64) >= 1"
+    if cardinality > 1 and c_mid*base_width < 64:
+        raise ValueError(f"cardinality={cardinality}, base_width={base_width}: a block {c_mid} wide would have groups of floor({c_mid} * {base_width} / 64) = 0 "
+                         f"channels; use base_width >= {-(-64//c_mid)}")
+
+def has_four_stages(model):
+    "Rule of fastai's self-attention (02b): it goes into stage len(stages) - 3, so the model needs four stages or more"
+    n = sum(name.startswith('stage_') for name, _ in model.named_children())
+    if n < 4: raise ValueError(f"self-attention needs at least 4 stages (fastai puts it in stage len(layers) - 3); the model has {n}")
+
+# %% ../nbs/12_checks.ipynb #ck000002
+def checked(f: Callable|None=None, # the constructor or preset; None: return a decorator that takes `rules`
+            rules: Sequence[Callable]=(), # functions of some of `f`'s arguments (by parameter name) that raise for a bad combination
+           ) -> Callable:
+    "Decorator: check every argument of `f` by its name (CHECKS), then each rule, before `f` runs; one error naming the argument"
+    if f is None: return functools.partial(checked, rules=rules)
+    sig, wants = inspect.signature(f), [(rule, list(inspect.signature(rule).parameters)) for rule in rules]
+    defaults = {k: p.default for k, p in sig.parameters.items() if p.default is not p.empty}
+    @functools.wraps(f)
+    def check_then_call(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)  # a missing or misspelt argument: Python's own TypeError
+        bound.apply_defaults()  # defaults are checked too, and so converted (size=224 -> (224, 224)) ...
+        for name, value in bound.arguments.items():
+            if name in CHECKS and not (value is None and defaults.get(name, 0) is None):  # ... but None, left as the default, means "choose"
+                bound.arguments[name] = CHECKS[name](name, value)
+        for rule, names in wants: rule(*(bound.arguments[n] for n in names))
+        return f(*bound.args, **bound.kwargs)
+    return check_then_call
 
 # %% ../nbs/12_checks.ipynb #5d2c7e02
 def check_input(module: nn.Module, args: Tuple[torch.Tensor]) -> None:
@@ -233,3 +302,28 @@ def hold_out(out: Path):
             raise UsageError(f"--out {out}: another run (process {pid}) is writing there; wait for it to end, or choose another --out") from None
         f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
         yield  # the lock is released when the file closes, or when the process dies
+
+# %% ../nbs/12_checks.ipynb #ck000004
+def write_once(dest: Path, # the folder to fill
+               stamp: str, # what it holds, in words: kept in dest/.complete and compared at the next call
+               n_files: int, # how many files write() writes: another number means the folder was changed since
+               write: Callable[[Path], None], # fills the folder it is given
+              ) -> Path:
+    "Fill `dest` once, by write(tmp) into a temporary sibling renamed to `dest` when complete; later calls check it and write nothing"
+    done = dest/'.complete'
+    if done.is_file():
+        if (held := done.read_text().strip()) != stamp: raise ValueError(f"{dest} holds {held}; asked for {stamp}: give another folder, or delete that one")
+        if (n := sum(1 for f in dest.rglob('*') if f.is_file() and f != done)) != n_files:
+            raise ValueError(f"{dest} holds {n} files, not the {n_files} written there: it was changed since; delete it to write it again")
+        return dest
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):  # refuse now, not after writing every file
+        raise FileExistsError(f"{dest} is {'a folder with other files in it' if dest.is_dir() else 'a file'}: give a new or empty folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-', dir=dest.parent))
+    try:
+        write(tmp); (tmp/'.complete').write_text(stamp + '\n')
+        try: tmp.rename(dest)
+        except OSError:  # another process finished first
+            if not done.is_file(): raise
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['CONVS', 'BATCHNORMS', 'conv_out_size', 'Conv1d', 'Conv2d', 'Conv3d', 'conv', 'init_weights', 'make_act', 'conv_block']
+__all__ = ['conv_out_size', 'conv', 'init_weights', 'make_act', 'conv_block']
 
 # %% ../nbs/00_conv.ipynb #5f62158d
 def conv_out_size(n: int, # input side length
@@ -22,48 +22,22 @@ def conv_out_size(n: int, # input side length
     "Side length after a conv or pool: floor((n + 2p - f) / s) + 1"
     return (n + 2*p - f)//s + 1
 
-# %% ../nbs/00_conv.ipynb #7a1c0e55
-def _tiny_under_cpu_autocast(x, kernel_size) -> bool:
-    "Is `x` a CPU tensor under autocast, smaller than the kernel in some spatial dimension?"
-    return (isinstance(x, torch.Tensor) and x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')  # not an fx Proxy
-            and any(n < k for n, k in zip(x.shape[2:], kernel_size)))
-
-class _TinyInputInFloat32:
-    "Under CPU autocast, a conv whose input is smaller than its kernel runs in float32 (see 11_fast, 'A bf16 bug on tiny inputs')"
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.jit.is_scripting():  # TorchScript compiles torch's forward only
-            if _tiny_under_cpu_autocast(x, self.kernel_size): return self._in_float32(x)
-        return self._conv_forward(x, self.weight, self.bias)
-
-    @torch.jit.unused
-    def _in_float32(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast('cpu', enabled=False):  # oneDNN's bf16 backward reads uninitialised memory there
-            return self._conv_forward(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
-
-class Conv1d(_TinyInputInFloat32, nn.Conv1d): "torch's `nn.Conv1d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
-class Conv2d(_TinyInputInFloat32, nn.Conv2d): "torch's `nn.Conv2d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
-class Conv3d(_TinyInputInFloat32, nn.Conv3d): "torch's `nn.Conv3d`; on CPU under bf16 autocast, an input smaller than the kernel runs in float32"
-
-CONVS, BATCHNORMS = {1: Conv1d, 2: Conv2d, 3: Conv3d}, {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}  # by ndim
-
 # %% ../nbs/00_conv.ipynb #fdf3184e
 def conv(c_in: int, # input channels
          c_out: int, # output channels
          ks: int=3, # kernel size, odd
          stride: int=1, # stride
          bias: bool=False, # add a bias (not needed when BatchNorm follows)
-         groups: int=1, # split the channels into this many groups, each convolved on its own (ResNeXt's cardinality)
-         ndim: int=2, # spatial dimensions: 1 (sequences), 2 (images), 3 (volumes)
         ) -> nn.Conv2d:
     "`ks`x`ks` conv with padding ks//2: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))"
-    return init_weights(CONVS[ndim](c_in, c_out, ks, stride=stride, padding=ks//2, bias=bias, groups=groups))
+    return init_weights(nn.Conv2d(c_in, c_out, ks, stride=stride, padding=ks//2, bias=bias))
 
 # %% ../nbs/00_conv.ipynb #33e4d954
 def init_weights(m: nn.Module, # a layer or a whole network
                 ) -> nn.Module:
     "Kaiming-normal weights and zero biases for every conv and linear layer in `m`; return `m`"
     for layer in m.modules():
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):  # 1-D and 3-D convs too (notebook 02b)
             nn.init.kaiming_normal_(layer.weight)
             if layer.bias is not None: nn.init.zeros_(layer.bias)
     return m
@@ -80,11 +54,9 @@ def conv_block(c_in: int, # input channels
                stride: int=1, # stride of the conv
                act_cls: type[nn.Module]|None=nn.ReLU, # activation class, or None for no activation
                zero_bn: bool=False, # start BatchNorm's scale (gamma) at 0 instead of 1
-               groups: int=1, # grouped conv (ResNeXt's cardinality)
-               ndim: int=2, # spatial dimensions: 1, 2 or 3
               ) -> nn.Sequential:
     "conv -> BatchNorm -> activation: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride))"
-    layers = OrderedDict(conv=conv(c_in, c_out, ks, stride, groups=groups, ndim=ndim), bn=BATCHNORMS[ndim](c_out))  # BatchNorm: beta 0, gamma 1 ...
+    layers = OrderedDict(conv=conv(c_in, c_out, ks, stride), bn=nn.BatchNorm2d(c_out))  # BatchNorm: beta 0, gamma 1 ...
     if zero_bn: nn.init.zeros_(layers['bn'].weight)  # ... or gamma 0: zero-gamma (Sec. 3.1)
     if act_cls is not None: layers['act'] = make_act(act_cls)
     return nn.Sequential(layers)

@@ -6,12 +6,11 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #ab11b96b
 from __future__ import annotations
-import os, shutil, tempfile
-from numbers import Real
+import os
 from pathlib import Path
 import numpy as np
 from PIL import Image
-from .checks import check_int
+from .checks import checked, write_once
 
 # %% auto #0
 __all__ = ['cache_dir', 'digits_folder']
@@ -23,41 +22,20 @@ def cache_dir() -> Path:
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').expanduser()/'xresnet_fa'
 
 # %% ../nbs/03_data.ipynb #8ebfb2f0
+@checked
 def digits_folder(dest: str|Path|None=None, # folder to write; default cache_dir()/'digits'
                   valid_pct: float=0.2, # share of each class held out in valid/
                   seed: int=42, # seed of the train/valid split
                  ) -> Path:
     "Write scikit-learn's handwritten digits as dest/{train,valid}/{0..9}/NNNN.png (once) and return dest"
-    if not (dest is None or isinstance(dest, (str, os.PathLike))): raise TypeError(f"dest must be a folder path or None; got {dest!r} ({type(dest).__name__})")
-    if isinstance(valid_pct, bool) or not isinstance(valid_pct, Real):
-        raise TypeError(f"valid_pct must be a number in (0, 1), such as 0.2; got {valid_pct!r} ({type(valid_pct).__name__})")
-    if not 0 < valid_pct < 1: raise ValueError(f"valid_pct must be a number in (0, 1), such as 0.2; got {valid_pct!r}")
-    if check_int('seed', seed, low=0) >= 2**32: raise ValueError(f"seed must be a whole number in [0, 2**32); got {seed}")
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     digits = load_digits()
-    pixels = np.round(digits.images*255/16).astype(np.uint8)  # 16 grey levels -> 0..255
-    train_idx, valid_idx = train_test_split(np.arange(len(pixels)), test_size=valid_pct, random_state=seed,
-                                            stratify=digits.target)
-    dest = Path(dest) if dest is not None else cache_dir()/'digits'
-    if (dest/'.complete').exists():  # written before: with this split? (file names are the digits' indices)
-        if sorted(int(f.stem) for f in (dest/'valid').glob('*/*.png')) != sorted(valid_idx.tolist()):
-            raise ValueError(f"{dest} already holds the digits split another way ({(dest/'.complete').read_text().strip()}); "
-                             f"asked for valid_pct={valid_pct}, seed={seed}: give another dest, or delete that folder")
-        return dest
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):  # refuse now, not after writing 1,797 files
-        raise FileExistsError(f"dest={str(dest)!r} is {'a folder with other files in it' if dest.is_dir() else 'a file'}: give a new or empty folder")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{dest.name}-', dir=dest.parent))
-    try:
-        for split, idxs in (('train', train_idx), ('valid', valid_idx)):
+    pixels = np.round(digits.images*255/16).astype(np.uint8)  # 17 counts of ink (0..16) as grey levels 0..255
+    split = train_test_split(np.arange(len(pixels)), test_size=valid_pct, random_state=seed, stratify=digits.target)
+    def write(tmp: Path):
+        for name, idxs in zip(('train', 'valid'), split):
             for i in idxs:
-                folder = tmp/split/str(digits.target[i])
-                folder.mkdir(parents=True, exist_ok=True)
+                (folder := tmp/name/str(digits.target[i])).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(pixels[i]).save(folder/f'{i:04d}.png')
-        (tmp/'.complete').write_text(f'{len(pixels)} images, valid_pct={valid_pct}, seed={seed}\n')
-        try: tmp.rename(dest)
-        except OSError:  # another process finished first
-            if not (dest/'.complete').exists(): raise
-    finally: shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return write_once(Path(dest) if dest is not None else cache_dir()/'digits', f'{len(pixels)} images, valid_pct={valid_pct}, seed={seed}', len(pixels), write)

@@ -1,4 +1,4 @@
-"""The block diagrams of Part I, drawn with matplotlib: ResNet-50's layout and the three tweaks side by side.
+"""The block diagrams of Part I, drawn with matplotlib: ResNet-50's layout, the basic block beside the bottleneck, and the three tweaks.
 
 Docs: https://xresnet-fa.github.io/xresnet_fa/diagrams.html.md"""
 
@@ -10,14 +10,15 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Circle, FancyBboxPatch
 
 # %% auto #0
-__all__ = ['TWEAK', 'PLAIN', 'STEM', 'STAGE', 'HEAD', 'canvas', 'arrow', 'box', 'path', 'block', 'resnet50_layout',
-           'tweaks_side_by_side']
+__all__ = ['TWEAK', 'PLAIN', 'STEM', 'STAGE', 'HEAD', 'PAGE_INCHES', 'canvas', 'arrow', 'box', 'path', 'block', 'resnet50_layout',
+           'basic_and_bottleneck', 'tweaks_side_by_side']
 
 # %% ../nbs/13_diagrams.ipynb #7a72c850
 TWEAK, PLAIN, STEM, STAGE, HEAD = '#fcae91', '#eeeeee', '#fdd9b5', '#c6dbef', '#c7e9c0'  # box colours
+PAGE_INCHES = 8.2  # widest figure: a page's width at 100 dpi, so no figure is scaled down
 
-def canvas(w: float, h: float, scale: float=0.75):
-    "A blank figure with data coordinates 0..w by 0..h and no axes"
+def canvas(w: float, h: float, scale: float=0.62):
+    "A blank figure with data coordinates 0..w by 0..h and no axes, `scale` inches per unit"
     fig, ax = plt.subplots(figsize=(w*scale, h*scale))
     ax.set(xlim=(0, w), ylim=(0, h)); ax.axis('off')
     return fig, ax
@@ -27,33 +28,33 @@ def arrow(ax, x0: float, y0: float, x1: float, y1: float):
     ax.annotate('', (x1, y1), (x0, y0), arrowprops=dict(arrowstyle='->', color='#555555', lw=1, shrinkA=0, shrinkB=0))
 
 # %% ../nbs/13_diagrams.ipynb #a671cb37
-def box(ax, x: float, y: float, text: str, w: float=1.8, h: float=0.6, color: str=PLAIN, dashed: bool=False):
+def box(ax, x: float, y: float, text: str, w: float=1.8, h: float=0.6, color: str=PLAIN, dashed: bool=False, fs: float=8):
     "A rounded box centred at (x, y) with `text` in it"
     ax.add_patch(FancyBboxPatch((x - w/2, y - h/2), w, h, boxstyle='round,pad=0,rounding_size=0.1', fc=color,
                                 ec='#555555', lw=1, ls='--' if dashed else '-'))
-    ax.text(x, y, text, ha='center', va='center', fontsize=8)
+    ax.text(x, y, text, ha='center', va='center', fontsize=fs)
 
-def path(ax, x: float, y: float, labels: list[str], tweaked=(), w: float=1.8, h: float=0.6, gap: float=0.35) -> float:
+def path(ax, x: float, y: float, labels: list[str], tweaked=(), w: float=1.8, h: float=0.6, gap: float=0.35, fs: float=8) -> float:
     "Boxes from the top `y` down, joined by arrows; the ones whose index is in `tweaked` coloured; returns the bottom y"
     for i, label in enumerate(labels):
         if i: arrow(ax, x, y + gap, x, y)
-        box(ax, x, y - h/2, label, w, h, TWEAK if i in tweaked else PLAIN, dashed=label == 'identity')
+        box(ax, x, y - h/2, label, w, h, TWEAK if i in tweaked else PLAIN, dashed=label == 'identity', fs=fs)
         y -= h + gap
     return y + gap
 
 # %% ../nbs/13_diagrams.ipynb #597bbc5a
-def block(ax, x: float, y: float, path_a: list[str], path_b: list[str], title: str='', tweaked_a=(), tweaked_b=()) -> float:
+def block(ax, x: float, y: float, path_a: list[str], path_b: list[str], title: str='', tweaked_a=(), tweaked_b=(), fs: float=8) -> float:
     "A residual block with its top at (x, y): input, path A (left) and path B (right), the sum, the ReLU; returns the bottom y"
     ax.text(x, y + 0.35, title, ha='center', va='bottom', fontsize=9, weight='bold')
     box(ax, x, y, 'input', w=1.2, h=0.4, color='white')
     ends = []
-    for dx, labels, tweaked, name in ((-1.05, path_a, tweaked_a, 'path A'), (1.05, path_b, tweaked_b, 'path B')):
+    for dx, labels, tweaked, name in ((-1.1, path_a, tweaked_a, 'path A'), (1.1, path_b, tweaked_b, 'path B')):
         arrow(ax, x, y - 0.2, x + dx, y - 0.55)
         ax.text(x + dx, y - 0.45, name, ha='center', fontsize=7, color='#777777')
-        ends.append(path(ax, x + dx, y - 0.6, labels, tweaked))
+        ends.append(path(ax, x + dx, y - 0.6, labels, tweaked, w=2.0, fs=fs))
     plus = min(ends) - 0.45
     ax.add_patch(Circle((x, plus), 0.16, fc='white', ec='#555555')); ax.text(x, plus, '+', ha='center', va='center', fontsize=10)
-    for dx, end in zip((-1.05, 1.05), ends): arrow(ax, x + dx, end, x + 0.15*dx, plus + 0.1)
+    for dx, end in zip((-1.1, 1.1), ends): arrow(ax, x + dx, end, x + 0.15*dx, plus + 0.1)
     arrow(ax, x, plus - 0.16, x, plus - 0.45)
     box(ax, x, plus - 0.65, 'ReLU', w=1.0, h=0.4)
     return plus - 0.85
@@ -61,29 +62,38 @@ def block(ax, x: float, y: float, path_a: list[str], path_b: list[str], title: s
 # %% ../nbs/13_diagrams.ipynb #63cff7eb
 def resnet50_layout():
     "Figure: ResNet-50's stem, four stages and head (the paper's Fig. 1), a downsampling block and a residual block"
-    fig, ax = canvas(16, 7.6)
+    fig, ax = canvas(16, 7.6, scale=0.51)
     parts = [('input\n224×224×3', 'white'), ('stem\n7×7 conv, 64, /2\n3×3 max pool, /2', STEM),
              ('stage 1\n3 blocks\n56×56×256', STAGE), ('stage 2\n4 blocks\n28×28×512', STAGE),
              ('stage 3\n6 blocks\n14×14×1024', STAGE), ('stage 4\n3 blocks\n7×7×2048', STAGE), ('head\navg pool, FC\n1000 logits', HEAD)]
     for i, (label, color) in enumerate(parts):
-        box(ax, 1.2 + 2.25*i, 6.9, label, w=2.0, h=1.1, color=color)
+        box(ax, 1.2 + 2.25*i, 6.9, label, w=2.1, h=1.1, color=color, fs=7)
         if i: arrow(ax, 2.25*i - 0.05, 6.9, 2.25*i + 0.2, 6.9)
-    block(ax, 4.6, 5.5, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], ['1×1 conv, 4c, /2'], 'downsampling block (first of stages 2-4)')
-    bottom = block(ax, 11.4, 5.5, ['1×1 conv, c', '3×3 conv, c', '1×1 conv, 4c'], ['identity'], 'residual block (keeps the shape)')
+    block(ax, 4.6, 5.5, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], ['1×1 conv, 4c, /2'], 'downsampling block (first of stages 2-4)', fs=7)
+    bottom = block(ax, 11.4, 5.5, ['1×1 conv, c', '3×3 conv, c', '1×1 conv, 4c'], ['identity'], 'residual block (keeps the shape)', fs=7)
     ax.set_ylim(bottom - 0.1, 7.6)
+    return fig
+
+# %% ../nbs/13_diagrams.ipynb #dg000002
+def basic_and_bottleneck():
+    "Figure: the basic block (ResNet-18, -34) beside the bottleneck (ResNet-50 and deeper), both keeping the shape"
+    fig, ax = canvas(10.0, 5.0)
+    block(ax, 2.4, 4.4, ['3×3 conv, c', '3×3 conv, c'], ['identity'], 'basic block: ResNet-18, -34')
+    bottom = block(ax, 7.6, 4.4, ['1×1 conv, c', '3×3 conv, c', '1×1 conv, 4c'], ['identity'], 'bottleneck: ResNet-50 and deeper')
+    ax.set_ylim(bottom - 0.1, 5.0)
     return fig
 
 # %% ../nbs/13_diagrams.ipynb #6245df93
 def tweaks_side_by_side():
-    "Figure: the original downsampling block and stem beside ResNet-B, -C and -D (the paper's Fig. 2); tweaked layers coloured"
-    fig, ax = canvas(19.6, 5.6)
+    "Figure: the original downsampling block beside ResNet-B and -D, and the original stem beside ResNet-C (the paper's Fig. 2); tweaked layers coloured"
+    fig, ax = canvas(13.6, 10.4, scale=0.6)
     a_b, b = ['1×1 conv, c', '3×3 conv, c, /2', '1×1 conv, 4c'], ['1×1 conv, 4c, /2']
-    block(ax, 2.4, 5.0, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], b, 'original block')
-    block(ax, 7.4, 5.0, a_b, b, 'ResNet-B: stride on the 3×3', tweaked_a=(0, 1))
-    bottom = block(ax, 12.4, 5.0, a_b, ['2×2 avg pool, /2', '1×1 conv, 4c'], 'ResNet-D: B + pool in path B', tweaked_b=(0, 1))
-    for x, title, labels, tweaked in ((15.8, 'original stem', ['7×7 conv, 64, /2', '3×3 max pool, /2'], ()),
-                                      (18.3, 'ResNet-C stem', ['3×3 conv, 32, /2', '3×3 conv, 32', '3×3 conv, 64', '3×3 max pool, /2'], (0, 1, 2))):
-        ax.text(x, 5.35, title, ha='center', va='bottom', fontsize=9, weight='bold')
-        path(ax, x, 5.2, labels, tweaked, w=2.2)
-    ax.set_ylim(bottom - 0.1, 5.6)
+    block(ax, 2.2, 9.8, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], b, 'original block')
+    block(ax, 6.8, 9.8, a_b, b, 'ResNet-B: stride on the 3×3', tweaked_a=(0, 1))
+    bottom = block(ax, 11.4, 9.8, a_b, ['2×2 avg pool, /2', '1×1 conv, 4c'], 'ResNet-D: B + pool in path B', tweaked_b=(0, 1))
+    for x, title, labels, tweaked in ((4.5, 'original stem', ['7×7 conv, 64, /2', '3×3 max pool, /2'], ()),
+                                      (9.1, 'ResNet-C stem', ['3×3 conv, 32, /2', '3×3 conv, 32', '3×3 conv, 64', '3×3 max pool, /2'], (0, 1, 2))):
+        ax.text(x, bottom - 0.45, title, ha='center', va='bottom', fontsize=9, weight='bold')
+        end = path(ax, x, bottom - 0.6, labels, tweaked, w=2.2)
+    ax.set_ylim(end - 0.2, 10.4)
     return fig

@@ -19,7 +19,8 @@ except ImportError: fcntl = None  # Windows: the probe runs without a lock
 
 # %% auto #0
 __all__ = ['BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'describe_speed',
-           'speed_defaults', 'InDtype', 'fast_inference', 'predict_files', 'export_onnx']
+           'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
+           'tiny_inputs_in_float32', 'InDtype', 'fast_inference', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
@@ -143,6 +144,39 @@ def speed_defaults(device: torch.device, # where the network runs
     if channels_last is None: channels_last = device.type in ('cpu', 'cuda')
     return precision, channels_last, describe_speed(precision, channels_last, reason)
 
+# %% ../nbs/11_fast.ipynb #fa000001
+def _tiny(x: torch.Tensor, kernel_size: tuple) -> bool:
+    "Is `x` a CPU tensor in bf16, or under CPU autocast, smaller than the kernel in some spatial dimension?"
+    return (x.device.type == 'cpu' and (x.dtype == torch.bfloat16 or torch.is_autocast_enabled('cpu'))
+            and any(n < k for n, k in zip(x.shape[2:], kernel_size)))
+
+class _Float32OnTinyInputs:
+    "A torch conv whose input, if smaller than its kernel and on CPU in bf16, runs in float32: oneDNN's bf16 backward reads uninitialised memory there"
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _tiny(x, self.kernel_size): return super().forward(x)
+        with torch.autocast('cpu', enabled=False):
+            y = self._conv_forward(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+        return y if torch.is_autocast_enabled('cpu') else y.to(x.dtype)
+
+class TinySafeConv1d(_Float32OnTinyInputs, nn.Conv1d): "nn.Conv1d; a tiny CPU bf16 input runs in float32"
+class TinySafeConv2d(_Float32OnTinyInputs, nn.Conv2d): "nn.Conv2d; a tiny CPU bf16 input runs in float32"
+class TinySafeConv3d(_Float32OnTinyInputs, nn.Conv3d): "nn.Conv3d; a tiny CPU bf16 input runs in float32"
+_TINY_SAFE = {nn.Conv1d: TinySafeConv1d, nn.Conv2d: TinySafeConv2d, nn.Conv3d: TinySafeConv3d}
+
+def tiny_safe(model: nn.Module) -> list:
+    "Give every torch conv of `model`, in place, its TinySafe subclass (same tensors); return [(module, torch class)] to put back"
+    swapped = [(m, type(m)) for m in model.modules() if type(m) in _TINY_SAFE]
+    for m, cls in swapped: m.__class__ = _TINY_SAFE[cls]
+    return swapped
+
+@contextlib.contextmanager
+def tiny_inputs_in_float32(model: nn.Module):
+    "While held, `model`'s convs run inputs smaller than their kernel in float32 when on CPU in bf16; then they are torch's classes again"
+    swapped = tiny_safe(model)
+    try: yield model
+    finally:
+        for m, cls in swapped: m.__class__ = cls
+
 # %% ../nbs/11_fast.ipynb #a1f0c00d
 _DTYPES = {'32': None, '16': torch.float16, 'bf16': torch.bfloat16}  # --precision: the autocast dtype
 
@@ -165,7 +199,7 @@ def fast_inference(model: nn.Module, # an XResNet
     check_module('model', model); check_bool('compile', compile)
     precision, _, _ = speed_defaults(_device(model), precision, True)
     fused = fuse(model)
-    if precision != '32': fused = InDtype(fused, _DTYPES[precision])
+    if precision != '32': tiny_safe(fused); fused = InDtype(fused, _DTYPES[precision])  # our copy: its convs stay tiny-safe
     return torch.compile(fused, options={'freezing': True}) if compile else fused
 
 # %% ../nbs/11_fast.ipynb #a1f0c010
@@ -182,6 +216,7 @@ def predict_files(learn, # a fastai Learner, such as load_learner returns
     try: model = fuse(learn.model, channels_last=channels_last)
     except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
     dtype, probs = _DTYPES[precision], []
+    tiny_safe(model)  # a copy: its convs may stay tiny-safe
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
         for xb, *_ in learn.dls.test_dl(items, bs=bs, num_workers=0, device=device):
             if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)

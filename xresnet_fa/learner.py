@@ -50,16 +50,20 @@ def register(arch): # an architecture function: arch(pretrained=...) -> XResNet
 for arch in FAMILY.values(): register(arch)  # the plain depths and the family (notebook 02b)
 
 # %% ../nbs/04_learner.ipynb #8f0e5a70
+def _keywords(arch) -> list[str]:
+    "The keywords of a preset (or of the preset under a variant), pretrained aside"
+    while isinstance(arch, variant): arch = arch.arch
+    return [k for k, p in inspect.signature(arch).parameters.items() if k != 'pretrained' and p.kind is not p.VAR_KEYWORD]
+
 class variant:
-    "A preset with some XResNet keywords fixed, registered with fastai like the preset: variant(xresnet18, act_cls=nn.Mish)"
+    "A preset with some of its keywords fixed, registered with fastai like the preset: variant(xresnet18, act_cls=nn.Mish)"
     def __init__(self, arch, # a registered preset such as xresnet50
-                 **options, # XResNet keywords to fix: act_cls, p, stride_3x3, deep_stem, avg_down, zero_bn, ...
+                 **options, # the preset's keywords to fix: n_out, c_in, p, act_cls, stride_3x3, deep_stem, avg_down, zero_bn
                 ):
         _check_arch(arch)
-        keywords = list(inspect.signature(XResNet).parameters)[2:]  # all but expansion and layers, which the preset fixes
-        if fixed := sorted(set(options) & {'expansion', 'layers'}):
-            raise TypeError(f"variant: {fixed} are fixed by the preset {arch.__name__}; for other ones register a function that builds XResNet(expansion, layers, ...)")
-        if unknown := sorted(set(options) - set(keywords)): raise TypeError(f"variant: {unknown} are not XResNet keywords; use any of {keywords}")
+        if unknown := sorted(set(options) - set(keywords := _keywords(arch))):
+            raise TypeError(f"variant: {unknown} are not keywords of {arch.__name__}; use any of {keywords} (other widths or blocks: "
+                            f"register a function that builds XResNet(expansion, layers, ...))")
         with torch.device('meta'): arch(pretrained=False, **options)  # build it once, without memory, so a bad value fails here, not inside fastai
         self.arch, self.options = arch, options
         self.__name__ = arch.__name__

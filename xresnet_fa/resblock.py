@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections import OrderedDict
 import torch
 from torch import nn
-from .checks import check_block
+from .checks import block_fits, checked
 from .conv import conv_block, make_act
 
-AVGPOOLS = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}  # by ndim
-
 # %% auto #0
-__all__ = ['AVGPOOLS', 'residual_path', 'shortcut_path', 'ResBlock']
+__all__ = ['residual_path', 'shortcut_path', 'ResBlock']
 
 # %% ../nbs/01_resblock.ipynb #f3216c9e
 def residual_path(c_in: int, # input channels
@@ -26,46 +24,34 @@ def residual_path(c_in: int, # input channels
                   act_cls: type[nn.Module]=nn.ReLU, # activation class
                   stride_3x3: bool=True, # Tweak B: put a bottleneck's stride on the 3x3 conv, not the first 1x1
                   zero_bn: bool=True, # start the last BatchNorm's gamma at 0
-                  inner: tuple[int, int]|None=None, # (first 1x1, kxk) output widths; None: (c_mid, c_mid) (notebook 02b)
-                  cardinality: int=1, # groups of the kxk conv: ResNeXt's cardinality (02b)
-                  se_reduction: int=0, # squeeze-and-excitation after the last conv, squeezing by this factor; 0: none (02b)
-                  self_attention: bool=False, # fastai's simple self-attention at the end of the path (02b)
-                  ndim: int=2, # spatial dimensions: 1, 2 or 3
                  ) -> nn.Sequential:
     "Path A: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride)); no activation at the end"
-    c_out, (w1, w2), kw = c_mid*expansion, inner or (c_mid, c_mid), dict(ndim=ndim)
-    if expansion == 1: convs = [conv_block(c_in, w2, ks, stride, act_cls, groups=cardinality, **kw),
-                                conv_block(w2, c_out, ks, act_cls=None, zero_bn=zero_bn, **kw)]
-    else:
-        stride_1x1, stride_kxk = (1, stride) if stride_3x3 else (stride, 1)  # Tweak B: the stride on the 3x3, not the first 1x1
-        convs = [conv_block(c_in, w1, 1, stride_1x1, act_cls, **kw),
-                 conv_block(w1, w2, ks, stride_kxk, act_cls, groups=cardinality, **kw),
-                 conv_block(w2, c_out, 1, act_cls=None, zero_bn=zero_bn, **kw)]
-    if se_reduction or self_attention: from xresnet_fa.family import SqueezeExcite, SimpleSelfAttention  # 02b (it imports this module)
-    if se_reduction: convs.append(SqueezeExcite(c_out, se_reduction, act_cls, ndim))
-    if self_attention: convs.append(SimpleSelfAttention(c_out))
-    return nn.Sequential(*convs)
+    c_out = c_mid*expansion
+    if expansion == 1: return nn.Sequential(conv_block(c_in, c_mid, ks, stride, act_cls),
+                                            conv_block(c_mid, c_out, ks, act_cls=None, zero_bn=zero_bn))
+    stride_1x1, stride_kxk = (1, stride) if stride_3x3 else (stride, 1)  # Tweak B: the stride on the 3x3, not the first 1x1
+    return nn.Sequential(conv_block(c_in, c_mid, 1, stride_1x1, act_cls),
+                         conv_block(c_mid, c_mid, ks, stride_kxk, act_cls),
+                         conv_block(c_mid, c_out, 1, act_cls=None, zero_bn=zero_bn))
 
 # %% ../nbs/01_resblock.ipynb #a74ff898
 def shortcut_path(c_in: int, # input channels
                   c_out: int, # output channels
                   stride: int=1, # stride of the block
                   avg_down: bool=True, # Tweak D: average-pool then 1x1 conv, instead of a strided 1x1 conv
-                  ndim: int=2, # spatial dimensions: 1, 2 or 3
                  ) -> nn.Module:
     "Path B: (N, c_in, H, W) -> (N, c_out, ceil(H/stride), ceil(W/stride)); identity when the shape is kept"
     if stride == 1 and c_in == c_out: return nn.Identity()
-    if not avg_down: return conv_block(c_in, c_out, 1, stride, act_cls=None, ndim=ndim)
-    proj = conv_block(c_in, c_out, 1, act_cls=None, ndim=ndim)  # Tweak D: the 1x1 conv at stride 1 sees every pixel ...
-    if stride == 1: return proj
-    pool = AVGPOOLS[ndim](stride, ceil_mode=True, count_include_pad=False)  # Tweak D: ... after an average pool downsamples
-    if c_in == c_out: return nn.Sequential(OrderedDict(pool=pool))  # channels kept (stages past the fourth): the pool alone, as fastai
-    return nn.Sequential(OrderedDict([('pool', pool), *proj.named_children()]))
+    if not avg_down: return conv_block(c_in, c_out, 1, stride, act_cls=None)
+    layers = OrderedDict(pool=nn.AvgPool2d(stride, ceil_mode=True)) if stride > 1 else OrderedDict()  # Tweak D: an average pool downsamples ...
+    if c_in != c_out: layers.update(conv_block(c_in, c_out, 1, act_cls=None).named_children())  # ... then a 1x1 conv at stride 1 sees every pixel
+    return nn.Sequential(layers)
 
 # %% ../nbs/01_resblock.ipynb #6d90b6c5
 class ResBlock(nn.Module):
     """Residual block: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride)).
     Output is act(residual(x) + shortcut(x)). Tweak B: `stride_3x3`; Tweak D: `avg_down`; zero-gamma: `zero_bn`."""
+    @checked(rules=[block_fits])
     def __init__(self,
                  c_in: int, # input channels
                  c_mid: int, # width inside the block; output is c_mid * expansion
@@ -76,18 +62,10 @@ class ResBlock(nn.Module):
                  stride_3x3: bool=True, # Tweak B: stride on the bottleneck's 3x3 conv
                  avg_down: bool=True, # Tweak D: average-pool in the shortcut
                  zero_bn: bool=True, # zero-gamma: the block starts as act(shortcut(x))
-                 inner: tuple[int, int]|None=None, # (first 1x1, kxk) output widths; None: (c_mid, c_mid) (02b)
-                 cardinality: int=1, # groups of the kxk conv: ResNeXt's cardinality (02b)
-                 se_reduction: int=0, # squeeze-and-excitation, squeezing by this factor; 0: none (02b)
-                 self_attention: bool=False, # fastai's simple self-attention at the end of the residual path (02b)
-                 ndim: int=2, # spatial dimensions: 1, 2 or 3
                 ):
         super().__init__()
-        check_block(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, avg_down, zero_bn, inner, cardinality, se_reduction,
-                    self_attention, ndim)
-        self.residual = residual_path(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, zero_bn, inner, cardinality, se_reduction,
-                                      self_attention, ndim)
-        self.shortcut = shortcut_path(c_in, c_mid*expansion, stride, avg_down, ndim)
+        self.residual = residual_path(c_in, c_mid, expansion, stride, ks, act_cls, stride_3x3, zero_bn)
+        self.shortcut = shortcut_path(c_in, c_mid*expansion, stride, avg_down)
         self.act = make_act(act_cls)  # in place: the sum is a fresh tensor nothing else reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor: return self.act(self.residual(x) + self.shortcut(x))

@@ -6,20 +6,21 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/xresnet.html.md"""
 
 # %% ../nbs/02_xresnet.ipynb #7382e9eb
 from __future__ import annotations
-import math
+import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from .checks import check_block, check_depth, check_input, check_instance, check_int, check_module, check_size, check_xresnet
+from .checks import check_input, checked, one_width_per_stage, stages_fit
 from .conv import conv_block, init_weights
 from .resblock import ResBlock
 from .weights import load_pretrained
 
 # %% auto #0
-__all__ = ['DEPTHS', 'MAXPOOLS', 'ADAPTIVE_AVGPOOLS', 'PRESETS', 'count_params', 'count_macs', 'stem', 'stage', 'block_widths',
-           'XResNet', 'xresnet', 'xresnet18', 'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'summary']
+__all__ = ['DEPTHS', 'PRESETS', 'HEAD', 'count_params', 'count_macs', 'stem', 'stage', 'XResNet', 'xresnet', 'xresnet18',
+           'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'summary']
 
 # %% ../nbs/02_xresnet.ipynb #45d3db56
 DEPTHS = {  # depth: (expansion, blocks per stage)
@@ -31,78 +32,61 @@ DEPTHS = {  # depth: (expansion, blocks per stage)
 }
 
 # %% ../nbs/02_xresnet.ipynb #62084ca5
+def _on_meta(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    "m(x) in eval mode with every parameter and buffer swapped for an empty meta tensor of its shape: shapes and op counts, no arithmetic"
+    meta = {k: torch.empty_like(v, device='meta') for k, v in itertools.chain(m.named_parameters(), m.named_buffers())}
+    was_training = m.training
+    try: return torch.func.functional_call(m.eval(), meta, (x.to('meta'),))
+    finally: m.train(was_training)
+
+@checked
 def count_params(m: nn.Module) -> int:
     "Number of parameters in `m`"
-    return sum(p.numel() for p in check_module('m', m).parameters())
+    return sum(p.numel() for p in m.parameters())
 
+@checked
 def count_macs(m: nn.Module, # a network or any part of one
                size: int|tuple[int, int]=224, # input side, or (H, W)
                c_in: int=3, # input channels
               ) -> int:
     "Multiply-accumulates of one forward pass of one (c_in, H, W) image through `m`, in eval mode"
-    check_module('m', m); (h, w), c_in = check_size(size), check_int('c_in', c_in)
-    was_training = m.training
-    m.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter: m(torch.zeros(1, c_in, h, w))
-    finally: m.train(was_training)
+    with FlopCounterMode(display=False) as counter: _on_meta(m, torch.empty(1, c_in, *size, device='meta'))
     return counter.get_total_flops()//2
 
 # %% ../nbs/02_xresnet.ipynb #ea7a2387
-MAXPOOLS = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}  # by ndim
-ADAPTIVE_AVGPOOLS = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
-
 def stem(c_in: int=3, # input channels
          widths: Sequence[int]=(32, 32, 64), # output channels of the stem convs (only the last is used without tweak C)
          ks: int=3, # kernel size of the deep stem's convs and of the max-pool
          act_cls: type[nn.Module]=nn.ReLU, # activation class
          deep_stem: bool=True, # Tweak C: 3x3 convs (stride 2 on the first) instead of one 7x7 stride-2 conv
-         ndim: int=2, # spatial dimensions: 1, 2 or 3
         ) -> nn.Sequential:
     "Input stem: (N, c_in, H, W) -> (N, widths[-1], H/4, W/4), named stem_1 ... stem_pool"
     if deep_stem:  # Tweak C: three 3x3 convs, the first with stride 2 ...
         c = [c_in, *widths]
-        convs = [conv_block(c[i], c[i+1], ks, stride=2 if i == 0 else 1, act_cls=act_cls, ndim=ndim) for i in range(len(widths))]
-    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls, ndim=ndim)]  # ... instead of one 7x7
+        convs = [conv_block(c[i], c[i+1], ks, stride=2 if i == 0 else 1, act_cls=act_cls) for i in range(len(widths))]
+    else: convs = [conv_block(c_in, widths[-1], 7, stride=2, act_cls=act_cls)]  # ... instead of one 7x7
     layers = [(f'stem_{i+1}', c) for i, c in enumerate(convs)]
-    return nn.Sequential(OrderedDict([*layers, ('stem_pool', MAXPOOLS[ndim](ks, stride=2, padding=ks//2))]))
+    return nn.Sequential(OrderedDict([*layers, ('stem_pool', nn.MaxPool2d(ks, stride=2, padding=ks//2))]))
 
 # %% ../nbs/02_xresnet.ipynb #1df7c7c2
-def stage(c_in: int, # input channels
+def stage(block: Callable[..., nn.Module], # builds one block as block(c_in, c_mid, expansion, stride, ks=, act_cls=): ResBlock
+          c_in: int, # input channels
           c_mid: int, # block width; the stage outputs c_mid * expansion channels
-          n_blocks: int, # number of ResBlocks
+          n_blocks: int, # number of blocks
           stride: int=1, # stride of the first block
           expansion: int=1, # 1: basic blocks; >1: bottlenecks
           ks: int=3, # kernel size of the middle conv(s)
           act_cls: type[nn.Module]=nn.ReLU, # activation class
-          stride_3x3: bool=True, # Tweak B
-          avg_down: bool=True, # Tweak D
-          zero_bn: bool=True, # zero-gamma
-          inner: tuple[int, int]|None=None, # (first 1x1, kxk) widths inside each block; None: (c_mid, c_mid) (02b)
-          cardinality: int=1, # groups of the kxk convs (02b)
-          se_reduction: int=0, # squeeze-and-excitation in every block; 0: none (02b)
-          self_attention: bool=False, # self-attention in the last block, as fastai places it (02b)
-          ndim: int=2, # spatial dimensions: 1, 2 or 3
          ) -> nn.Sequential:
     "A stage: (N, c_in, H, W) -> (N, c_mid*expansion, ceil(H/stride), ceil(W/stride))"
-    return nn.Sequential(*[ResBlock(c_in if i == 0 else c_mid*expansion, c_mid, expansion, stride if i == 0 else 1,
-                                    ks, act_cls, stride_3x3, avg_down, zero_bn, inner, cardinality, se_reduction,
-                                    self_attention and i == n_blocks - 1, ndim) for i in range(n_blocks)])
+    return nn.Sequential(*[block(c_in if i == 0 else c_mid*expansion, c_mid, expansion, stride if i == 0 else 1, ks=ks, act_cls=act_cls)
+                           for i in range(n_blocks)])
 
 # %% ../nbs/02_xresnet.ipynb #adfa5224
-def block_widths(width: int, # the stage's block width (its output is width * expansion)
-                 cardinality: int=1, # groups of the kxk conv
-                 base_width: int=4, # ResNeXt's width of one group at the 64-wide stage
-                 inner_widths: tuple[float, float]|None=None, # multiples of `width` for the first 1x1 and the kxk conv
-                ) -> tuple[int, int]:
-    "The (first 1x1, kxk) output widths of a block, as fastai computes them (notebook 02b)"
-    if inner_widths is not None: return tuple(int(width*m) for m in inner_widths)
-    if cardinality > 1: return (math.floor(width*base_width/64)*cardinality,)*2  # ResNeXt: cardinality x base_width at width 64
-    return width, width
-
 class XResNet(nn.Sequential):
-    """xResNet: (N, c_in, H, W) -> (N, n_out) logits. A flat nn.Sequential: stem_1..stem_pool, stage_1..stage_k,
-    then the head pool, flatten, dropout, fc. Tweaks: B `stride_3x3`, C `deep_stem`, D `avg_down`, zero-gamma `zero_bn`."""
+    """xResNet: (N, c_in, H, W) -> (N, n_out) logits. A flat nn.Sequential: stem_1..stem_pool, stage_1..stage_k, pool, flatten,
+    dropout, fc. Tweak C: `deep_stem`; tweaks B and D and zero-gamma: the block's switches, e.g. block=partial(ResBlock, avg_down=False)."""
+    @checked(rules=[one_width_per_stage, stages_fit])
     def __init__(self,
                  expansion: int, # 1: basic blocks (ResNet-18/34); 4: bottlenecks (ResNet-50 and deeper)
                  layers: Sequence[int], # number of blocks in each stage, e.g. (3, 4, 6, 3)
@@ -110,41 +94,20 @@ class XResNet(nn.Sequential):
                  c_in: int=3, # input channels
                  p: float=0.0, # dropout probability before the final linear layer
                  act_cls: type[nn.Module]=nn.ReLU, # activation class
-                 widths: Sequence[int]|None=None, # block width per stage (stage output is width * expansion); None: fastai's
-                                                  # (64, 128, 256, 512), then 256 for each stage past the fourth
-                 stem_widths: Sequence[int]=(32, 32, 64), # stem conv widths
                  ks: int=3, # kernel size of the 3x3 convs and of the stem's max-pool
-                 stride_3x3: bool=True, # Tweak B: a bottleneck's stride on its 3x3 conv
+                 widths: Sequence[int]=(64, 128, 256, 512), # block width of each stage; a stage outputs width * expansion channels
                  deep_stem: bool=True, # Tweak C: three 3x3 stem convs instead of one 7x7
-                 avg_down: bool=True, # Tweak D: average pool + 1x1 conv in downsampling shortcuts
-                 zero_bn: bool=True, # zero-gamma: each block's last BatchNorm starts at 0
-                 cardinality: int=1, # ResNeXt: groups of each block's kxk conv (notebook 02b)
-                 base_width: int=4, # ResNeXt: width of one group at the 64-wide stage; used when cardinality > 1 (02b)
-                 inner_widths: tuple[float, float]|None=None, # (first 1x1, kxk) widths as multiples of the stage width (02b)
-                 se_reduction: int=0, # squeeze-and-excitation in every block, squeezing channels by this factor; 0: none (02b)
-                 self_attention: bool=False, # fastai's simple self-attention, in the last block of stage len(layers)-3 (02b)
-                 ndim: int=2, # spatial dimensions: 1 (sequences), 2 (images), 3 (volumes)
+                 block: Callable[..., nn.Module]=ResBlock, # builds each block, block(c_in, c_mid, expansion, stride, ks=, act_cls=)
                 ):
-        if widths is None and isinstance(layers, Sequence): widths = ((64, 128, 256, 512) + (256,)*len(layers))[:len(layers)]
-        check_xresnet(expansion, layers, n_out, c_in, p, act_cls, widths, stem_widths, ks, cardinality, base_width, inner_widths,
-                      se_reduction, self_attention, ndim,  # a clear error for a bad value (checks notebook)
-                      stride_3x3=stride_3x3, deep_stem=deep_stem, avg_down=avg_down, zero_bn=zero_bn)
-        body = list(stem(c_in, stem_widths, ks, act_cls, deep_stem, ndim).named_children())
-        c = stem_widths[-1]  # the first block of stage 1 projects it if it differs from widths[0] * expansion
+        c = widths[0]  # the stem ends at stage 1's width
+        body = list(stem(c_in, (c//2, c//2, c), ks, act_cls, deep_stem).named_children())
         for i, (width, n_blocks) in enumerate(zip(widths, layers)):
-            inner = block_widths(width, cardinality, base_width, inner_widths)
-            if min(inner) < 1: raise ValueError(f"cardinality={cardinality}, base_width={base_width}, inner_widths={inner_widths} give stage_{i+1} "
-                                                f"(width {width}) blocks {min(inner)} channels wide; raise base_width (ResNeXt: floor(width * base_width / 64) * cardinality)")
-            for c_block in (c, width*expansion):  # the stage's first block, then the others: a bad switch is named with its stage
-                check_block(c_block, width, expansion, 1, ks, act_cls, True, True, True, inner, cardinality, se_reduction, ndim=ndim,
-                            where=f' of stage_{i+1} (width {width})')
-            body.append((f'stage_{i+1}', stage(c, width, n_blocks, 1 if i == 0 else 2, expansion, ks, act_cls, stride_3x3, avg_down,
-                                               zero_bn, inner, cardinality, se_reduction, self_attention and i == len(layers) - 4, ndim)))
+            body.append((f'stage_{i+1}', stage(block, c, width, n_blocks, 1 if i == 0 else 2, expansion, ks, act_cls)))
             c = width*expansion
-        head = [('pool', ADAPTIVE_AVGPOOLS[ndim](1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(float(p))),
+        head = [('pool', nn.AdaptiveAvgPool2d(1)), ('flatten', nn.Flatten()), ('dropout', nn.Dropout(p)),
                 ('fc', init_weights(nn.Linear(c, n_out)))]
         super().__init__(OrderedDict(body + head))
-        self.register_forward_pre_hook(check_input)  # images of another dtype than the weights: a clear error (checks notebook)
+        self.register_forward_pre_hook(check_input)  # a batch of another dtype than the weights: a clear error (12_checks)
 
     def __getitem__(self, idx):
         "An int gives that layer; a slice gives a plain nn.Sequential with the same names"
@@ -152,38 +115,52 @@ class XResNet(nn.Sequential):
         return super().__getitem__(idx)
 
 # %% ../nbs/02_xresnet.ipynb #a3a66db8
-def xresnet(depth: int, # one of DEPTHS: 18, 34, 50, 101, 152
-            pretrained: bool|str=False, # True: ImageNet weights (through timm); a path: a local checkpoint (weights notebook)
-            **kwargs, # any XResNet keyword: n_out, c_in, p, act_cls, stride_3x3, deep_stem, avg_down, zero_bn, ...
+@checked
+def xresnet(depth: int, # 18, 34, 50, 101 or 152: a key of DEPTHS
+            pretrained: bool|str=False, # True: ImageNet weights (through timm); a path: a local file (notebook 10_weights)
+            n_out: int=1000, # number of classes
+            c_in: int=3, # input channels
+            p: float=0.0, # dropout probability before the final linear layer
+            act_cls: type[nn.Module]=nn.ReLU, # activation class
+            stride_3x3: bool=True, # Tweak B: a bottleneck's stride on its 3x3 conv
+            deep_stem: bool=True, # Tweak C: three 3x3 stem convs instead of one 7x7
+            avg_down: bool=True, # Tweak D: average pool, then 1x1 conv, in a downsampling shortcut
+            zero_bn: bool=True, # zero-gamma: every block's last BatchNorm starts at 0
            ) -> XResNet:
-    "The xResNet of a given depth: (N, c_in, H, W) -> (N, n_out)"
-    expansion, layers = DEPTHS[check_depth(depth, DEPTHS)]
-    model = XResNet(expansion, layers, **kwargs)
+    "The xResNet of a given depth, every tweak on by default: (N, c_in, H, W) -> (N, n_out)"
+    expansion, layers = DEPTHS[depth]
+    block = partial(ResBlock, stride_3x3=stride_3x3, avg_down=avg_down, zero_bn=zero_bn)  # tweaks B, D and zero-gamma
+    model = XResNet(expansion, layers, n_out, c_in, p, act_cls, deep_stem=deep_stem, block=block)  # tweak C
     return load_pretrained(model, depth, pretrained) if pretrained else model
 
-def xresnet18 (pretrained=False, **kwargs) -> XResNet: "xResNet-18 (basic blocks)";      return xresnet(18,  pretrained, **kwargs)
-def xresnet34 (pretrained=False, **kwargs) -> XResNet: "xResNet-34 (basic blocks)";      return xresnet(34,  pretrained, **kwargs)
-def xresnet50 (pretrained=False, **kwargs) -> XResNet: "xResNet-50 (bottlenecks)";       return xresnet(50,  pretrained, **kwargs)
-def xresnet101(pretrained=False, **kwargs) -> XResNet: "xResNet-101 (bottlenecks)";      return xresnet(101, pretrained, **kwargs)
-def xresnet152(pretrained=False, **kwargs) -> XResNet: "xResNet-152 (bottlenecks)";      return xresnet(152, pretrained, **kwargs)
+def xresnet18 (pretrained=False, n_out=1000, c_in=3, p=0.0, act_cls=nn.ReLU, stride_3x3=True, deep_stem=True, avg_down=True, zero_bn=True) -> XResNet:
+    "xResNet-18: basic blocks (2, 2, 2, 2)";      return xresnet(18, **locals())
+def xresnet34 (pretrained=False, n_out=1000, c_in=3, p=0.0, act_cls=nn.ReLU, stride_3x3=True, deep_stem=True, avg_down=True, zero_bn=True) -> XResNet:
+    "xResNet-34: basic blocks (3, 4, 6, 3)";      return xresnet(34, **locals())
+def xresnet50 (pretrained=False, n_out=1000, c_in=3, p=0.0, act_cls=nn.ReLU, stride_3x3=True, deep_stem=True, avg_down=True, zero_bn=True) -> XResNet:
+    "xResNet-50: bottlenecks (3, 4, 6, 3)";       return xresnet(50, **locals())
+def xresnet101(pretrained=False, n_out=1000, c_in=3, p=0.0, act_cls=nn.ReLU, stride_3x3=True, deep_stem=True, avg_down=True, zero_bn=True) -> XResNet:
+    "xResNet-101: bottlenecks (3, 4, 23, 3)";     return xresnet(101, **locals())
+def xresnet152(pretrained=False, n_out=1000, c_in=3, p=0.0, act_cls=nn.ReLU, stride_3x3=True, deep_stem=True, avg_down=True, zero_bn=True) -> XResNet:
+    "xResNet-152: bottlenecks (3, 8, 36, 3)";     return xresnet(152, **locals())
 
 PRESETS = {f.__name__: f for f in (xresnet18, xresnet34, xresnet50, xresnet101, xresnet152)}
 
 # %% ../nbs/02_xresnet.ipynb #1fa8d97b
-def summary(model: XResNet, # the network to describe
+HEAD = ('pool', 'flatten', 'dropout', 'fc')  # XResNet's last four modules
+
+@checked
+def summary(model: nn.Module, # an XResNet, or any network whose top-level modules are its parts
             size: int|tuple[int, int]=224, # input side, or (H, W)
+            c_in: int|None=None, # input channels; None: those of its first conv
            ) -> list[dict]:
     "Per part (stem, each stage, head): output shape (C, H, W), parameters and MACs for one (H, W) image"
-    check_instance('model', model, XResNet, 'xresnet50()'); (h, w), parts = check_size(size), OrderedDict()
+    parts = OrderedDict()
     for name, layer in model.named_children():
-        key = 'stem' if name.startswith('stem') else name if name.startswith('stage') else 'head'
-        parts.setdefault(key, []).append(layer)
-    x, rows, was_training = torch.zeros(1, model[0].conv.in_channels, h, w), [], model.training
-    model.eval()
-    try:
-        for name, layers in parts.items():
-            with torch.no_grad(), FlopCounterMode(display=False) as counter: x = nn.Sequential(*layers)(x)
-            rows.append(dict(part=name, output=tuple(x.shape[1:]), params=sum(count_params(l) for l in layers),
-                             macs=counter.get_total_flops()//2))
-    finally: model.train(was_training)
+        parts.setdefault('stem' if name.startswith('stem') else 'head' if name in HEAD else name, []).append(layer)
+    c_in = c_in or next(m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+    x, rows = torch.empty(1, c_in, *size, device='meta'), []
+    for name, layers in parts.items():
+        with FlopCounterMode(display=False) as counter: x = _on_meta(nn.Sequential(*layers), x)
+        rows.append(dict(part=name, output=tuple(x.shape[1:]), params=sum(count_params(l) for l in layers), macs=counter.get_total_flops()//2))
     return rows
