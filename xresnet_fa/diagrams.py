@@ -69,8 +69,8 @@ def resnet50_layout():
     for i, (label, color) in enumerate(parts):
         box(ax, 1.2 + 2.25*i, 6.9, label, w=2.1, h=1.1, color=color, fs=7)
         if i: arrow(ax, 2.25*i - 0.05, 6.9, 2.25*i + 0.2, 6.9)
-    block(ax, 4.6, 5.5, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], ['1×1 conv, 4c, /2'], 'downsampling block (first of stages 2-4)', fs=7)
-    bottom = block(ax, 11.4, 5.5, ['1×1 conv, c', '3×3 conv, c', '1×1 conv, 4c'], ['identity'], 'residual block (keeps the shape)', fs=7)
+    block(ax, 4.2, 5.5, ['1×1 conv, c, /2', '3×3 conv, c', '1×1 conv, 4c'], ['1×1 conv, 4c, /2'], 'downsampling block (first of stages 2-4)', fs=7)
+    bottom = block(ax, 11.9, 5.5, ['1×1 conv, c', '3×3 conv, c', '1×1 conv, 4c'], ['identity'], 'residual block (keeps the shape)', fs=7)
     ax.set_ylim(bottom - 0.1, 7.6)
     return fig
 
