@@ -33,9 +33,9 @@ def test_export_and_load_learner_in_fresh_process(digits, tmp_path):
     *[(lambda bad=bad: register(bad), 'arch must be a function arch(pretrained=...) -> XResNet, such as xresnet18; got')
       for bad in (None, 'xresnet18', nn.Linear(2, 3))],
     *[(lambda bad=bad: variant(bad, p=0.1), 'arch must be a function arch(pretrained=...)') for bad in ('xresnet18', None)],
-    (lambda: variant(xresnet_fa.xresnet18, expansion=2), "['expansion'] are fixed by the preset xresnet18"),
-    (lambda: variant(xresnet_fa.xresnet50, layers=(1, 1, 1, 1)), "['layers'] are fixed by the preset xresnet50"),
-    (lambda: variant(xresnet_fa.xresnet18, colour=True), "['colour'] are not XResNet keywords"),
+    (lambda: variant(xresnet_fa.xresnet18, expansion=2), "variant: ['expansion'] are not keywords of xresnet18; use any of ['n_out', 'c_in', 'p', 'act_cls',"),
+    (lambda: variant(xresnet_fa.xresnet50, layers=(1, 1, 1, 1)), "['layers'] are not keywords of xresnet50; use any of"),
+    (lambda: variant(xresnet_fa.xresnet18, colour=True), "['colour'] are not keywords of xresnet18; use any of"),
 ])
 def test_bad_arguments_are_refused_saying_what_is_right(call, message):
     n = len(model_meta)
