@@ -61,7 +61,7 @@ def test_val_and_valid_together_are_refused_naming_both(tmp_path, capsys):
     data = tmp_path/'data'
     for split in ('train', 'val', 'valid'): images(data/split, n=2)
     status, err, _ = run_train(data, tmp_path/'out', capsys)
-    one_line(err, 2, status, 'val/ and valid/ are both valid folders')
+    one_line(err, 2, status, 'val/ and valid/ are both validation folders')
     assert not (tmp_path/'out').exists()
 
 

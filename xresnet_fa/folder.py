@@ -179,7 +179,7 @@ def _split_folders(path: Path) -> dict:
         if (role := _ROLES.get(d.name.lower())) and d.is_dir(): found.setdefault(role, []).append(d)
     for role, ds in found.items():
         if len(ds) > 1:
-            raise UsageError(f"--data {path}: {' and '.join(d.name + '/' for d in ds)} are both {role} folders, and only one would be read; "
+            raise UsageError(f"--data {path}: {' and '.join(d.name + '/' for d in ds)} are both {dict(valid='validation').get(role, role)} folders, and only one would be read; "
                              f"merge them into one, or rename or move the other")
     return {role: ds[0] for role, ds in found.items()}
 
@@ -224,7 +224,8 @@ def check_folder(path: str|Path, # image folder: train/ (+ valid/, test/) with c
     if loose and train and all(f.parent in roots for f in files):
         names = ' and '.join(f"{r.name}/" for r in roots)
         raise UsageError(f"--data {path}: {names} hold{'s' * (len(roots) == 1)} images directly; a folder with {names} is read as the split, "
-                         f"with one subfolder per class in each. If {' and '.join(r.name for r in roots)} are your classes, rename those folders")
+                         f"with one subfolder per class in each. " + (f"If {roots[0].name} and {roots[1].name} are your classes, rename those folders"
+                         if len(roots) > 1 else f"If {roots[0].name} is one of your classes, rename that folder"))
     if loose: raise UsageError(f"--data {path}: {loose[0].relative_to(path)} is not in a class folder; put each class's images in a subfolder named after the class")
     not_read += [(f, f"not in a class folder of {test.name}/, so it has no label to score") for f in test_files if f.parent == test]
     test_files = [f for f in test_files if f.parent != test]
