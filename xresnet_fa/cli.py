@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--device', help='cpu, cuda or cuda:N (default: CUDA if available, else CPU)')
     t.add_argument('--seed', type=int, default=42, help='seed of split, weights and batch order (default: 42)')
     t.add_argument('--workers', type=int, default=0, help='DataLoader worker processes (default: 0)')
-    t.add_argument('--valid-pct', type=float, default=0.2, help='held out when there is no valid/ folder (default: 0.2)')
+    t.add_argument('--valid-pct', type=float, help='share held out at random when there is no valid/ folder (default: 0.2; refused when there is one)')
     t.add_argument('--out', default='out', help='folder for export.pkl, metrics.json, loss.png, confusion_matrix.png (default: out)')
     t.add_argument('--cache', help='where the digits are written (default: $XRESNET_FA_DATA or ~/.cache/xresnet_fa)')
     t.add_argument('--overwrite', action='store_true', help='start afresh even where --out holds an unfinished run (which --resume would continue)')

@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/data.html.md"""
 
 # %% ../nbs/03_data.ipynb #ab11b96b
 from __future__ import annotations
-import os
+import os, re
 from pathlib import Path
 import numpy as np
 from PIL import Image
@@ -22,6 +22,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache').expanduser()/'xresnet_fa'
 
 # %% ../nbs/03_data.ipynb #8ebfb2f0
+def _check_cache(dest: Path, stamp: str, names: set):
+    "Raise ValueError, in one line, when `dest` holds the digits as `stamp` says but its stamp is damaged or its files changed since"
+    done = dest/'.complete'
+    if not done.is_file(): return  # not written yet, or not by us: write_once decides
+    held = done.read_bytes().decode('utf-8', 'replace').strip()
+    if not re.fullmatch(r'\d+ images, valid_pct=[0-9.e+-]+, seed=\d+', held):  # a crash can leave NULs that print as nothing
+        raise ValueError(f"{dest}/{done.name} is damaged: it reads {held[:60]!r}, not 'N images, valid_pct=P, seed=S'; delete {dest} to write the digits again")
+    if held != stamp: return  # another split: write_once names both
+    on_disk = {f.relative_to(dest).as_posix() for f in dest.rglob('*') if f.is_file() and f != done}
+    extra, missing = sorted(on_disk - names), sorted(names - on_disk)
+    show = lambda f: f.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
+    what = ([f"{len(extra)} file{'s' * (len(extra) > 1)} it did not write, such as {show(extra[0])}"] if extra else []) + \
+           ([f"{len(missing)} of its files missing, such as {missing[0]}"] if missing else [])
+    if what: raise ValueError(f"{dest} was changed since the digits were written there ({' and '.join(what)}); delete it to write it again")
+
 @checked
 def digits_folder(dest: str|Path|None=None, # folder to write; default cache_dir()/'digits'
                   valid_pct: float=0.2, # share of each class held out in valid/
@@ -33,9 +48,12 @@ def digits_folder(dest: str|Path|None=None, # folder to write; default cache_dir
     digits = load_digits()
     pixels = np.round(digits.images*255/16).astype(np.uint8)  # 17 counts of ink (0..16) as grey levels 0..255
     split = train_test_split(np.arange(len(pixels)), test_size=valid_pct, random_state=seed, stratify=digits.target)
+    name = lambda part, i: f'{part}/{digits.target[i]}/{i:04d}.png'
     def write(tmp: Path):
-        for name, idxs in zip(('train', 'valid'), split):
+        for part, idxs in zip(('train', 'valid'), split):
             for i in idxs:
-                (folder := tmp/name/str(digits.target[i])).mkdir(parents=True, exist_ok=True)
-                Image.fromarray(pixels[i]).save(folder/f'{i:04d}.png')
-    return write_once(Path(dest) if dest is not None else cache_dir()/'digits', f'{len(pixels)} images, valid_pct={valid_pct}, seed={seed}', len(pixels), write)
+                (tmp/name(part, i)).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels[i]).save(tmp/name(part, i))
+    dest, stamp = Path(dest) if dest is not None else cache_dir()/'digits', f'{len(pixels)} images, valid_pct={valid_pct}, seed={seed}'
+    _check_cache(dest, stamp, {name(part, i) for part, idxs in zip(('train', 'valid'), split) for i in idxs})
+    return write_once(dest, stamp, len(pixels), write)

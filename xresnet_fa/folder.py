@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/folder.html.md"""
 
 # %% ../nbs/06_folder.ipynb #d2c4f8d3
 from __future__ import annotations
-import hashlib, os, stat, warnings
+import hashlib, os, re, stat, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -14,20 +14,31 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.parallel import parallel
 from fastai.data.block import DataBlock, CategoryBlock
-from fastai.data.transforms import image_extensions, parent_label, GrandparentSplitter, RandomSplitter
+from fastai.data.transforms import image_extensions, IndexSplitter, RandomSplitter
 from fastai.vision.augment import Resize
 from fastai.vision.core import PILImage, load_image
 from fastai.vision.data import ImageBlock
 from .checks import UsageError
 
 # %% auto #0
-__all__ = ['to_rgb', 'read_error', 'RGBImage', 'Folder', 'check_folder', 'folder_dls']
+__all__ = ['float_to_8bit', 'to_rgb', 'read_error', 'RGBImage', 'FirstFolder', 'Folder', 'check_folder', 'folder_dls',
+           'folder_test_dl']
 
 # %% ../nbs/06_folder.ipynb #f585dc0e
+def float_to_8bit(a: np.ndarray) -> np.ndarray:
+    "Float pixels as uint8: scaled from the first of [0, 1], [0, 255], [0, 65535] that holds them all, else from their own min..max"
+    a = np.nan_to_num(np.asarray(a, dtype=np.float64))  # NaN -> 0
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    top = next((t for t in (1, 255, 65535) if lo >= 0 and hi <= t), None)
+    a = a * (255 / top) if top else (a - lo) * (255 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(a, 0, 255).round().astype(np.uint8)
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    "`im` as 8-bit RGB, like fastai's `convert('RGB')`, except that 16- and 32-bit greyscale is scaled to 8 bits, not clipped at 255"
+    "`im` as 8-bit RGB, like fastai's `convert('RGB')`, except that 16- and 32-bit greyscale, integer or float, is scaled to 8 bits, not clipped at 255"
     if im.mode.startswith('I'):  # 'I;16' (16-bit PNG, TIFF) or 'I': convert('L') would turn every value above 255 white
         im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) / 257, 0, 255).round().astype(np.uint8))  # 65535 -> 255
+    elif im.mode == 'F':  # 32-bit float (TIFF): convert('L') clips, so [0, 1] data would come out black
+        im = Image.fromarray(float_to_8bit(np.asarray(im)))
     return im.convert('RGB')
 
 def read_error(f: str|Path) -> str|None:
@@ -41,34 +52,52 @@ def read_error(f: str|Path) -> str|None:
     except Exception as e: return f"{type(e).__name__}: {e}"  # truncated data, decompression bomb, ...
 
 class RGBImage(PILImage):
-    "fastai's `PILImage`, opening files with `to_rgb` so that 16-bit greyscale keeps its contrast"
+    "fastai's `PILImage`, opening files with `to_rgb` so that 16-bit and float greyscale keep their contrast"
     @classmethod
     def create(cls, fn: Path|str|torch.Tensor|np.ndarray|bytes|Image.Image, **kwargs):
         return cls(to_rgb(load_image(fn))) if isinstance(fn, (str, os.PathLike)) else super().create(fn, **kwargs)
 
 # %% ../nbs/06_folder.ipynb #4c38eea8
+class FirstFolder:
+    "Label of an image file: its first folder under the first of `roots` that holds it (the class folder, however deep the file lies in it)"
+    def __init__(self, roots: list): self.roots = [Path(r) for r in roots]
+    def __call__(self, f: str|Path) -> str:
+        f = Path(f)
+        for r in self.roots:
+            if r in f.parents: return f.relative_to(r).parts[0]
+        raise ValueError(f"{f} is in none of the class roots {[str(r) for r in self.roots]}")
+
 @dataclass
 class Folder:
-    "An image-classification folder that has been checked: its files, classes and train/valid split"
+    "An image-classification folder that has been checked: its files, classes and train/valid split, and its held-out test images"
     path: Path
-    files: list # readable image files
+    files: list # readable images used: the training ones first, then the validation ones when presplit
     classes: list
-    presplit: bool  # train/ and valid/ folders, rather than a random split
+    presplit: bool  # a valid/ folder holds the validation images, rather than a random split
     n_train: int
     n_valid: int
     skipped: list = field(default_factory=list) # (file, reason): image files fastai could not read
     ignored: list = field(default_factory=list) # files that are not images by their extension
     empty: list = field(default_factory=list) # class folders without a readable image
-    valid_name: str = 'valid' # the validation folder's name when presplit: valid, val or validation
+    valid_name: str = 'valid' # the validation folder's name on disk when presplit: valid, val, validation, Valid, ...
     hidden: list = field(default_factory=list) # folders whose name starts with a dot: not read
     loops: list = field(default_factory=list) # folder links not followed: they lead to a folder already read
+    labels: list = field(default_factory=list) # the class of each of `files`
+    test: list = field(default_factory=list) # readable images of test/: never trained on, evaluated after training
+    test_labels: list = field(default_factory=list)
+    duplicates: list = field(default_factory=list) # (file, the file kept): a second name (link) for an image already counted
+    not_read: list = field(default_factory=list) # (file or folder, reason): beside the split folders, or loose in test/
+    label: FirstFolder|None = None # file -> class, for fastai's get_y
+    valid_pct: float = 0.2 # the share held out at random when not presplit
+    train_name: str = 'train' # the training folder's name on disk, when there is one
+    test_name: str = 'test'
 
     def rel(self, f) -> str: return str(Path(f).relative_to(self.path)).encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
     def report(self, limit: int=10) -> list:
         "Lines telling the user what in the folder will not be used, and why (at most `limit` files named per kind)"
-        lines = []
+        lines, more = [], lambda xs: f" ... and {len(xs) - limit} more (all listed in metrics.json)" if len(xs) > limit else ''
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} of {len(self.files) + len(self.skipped)} image files that cannot be read:")
+            lines.append(f"skipped {len(self.skipped)} of {len(self.files) + len(self.test) + len(self.skipped)} image files that cannot be read:")
             lines += [f"  {self.rel(f)}: {why}" for f, why in self.skipped[:limit]]
             if len(self.skipped) > limit: lines.append(f"  ... and {len(self.skipped) - limit} more (all listed in metrics.json)")
         if self.ignored:
@@ -79,12 +108,21 @@ class Folder:
         if self.hidden: lines.append(f"ignored folders whose name starts with a dot: {', '.join(self.rel(d) for d in self.hidden)}")
         if self.loops: lines.append("did not follow folder links that lead to a folder already read (each file counts once): "
                                     + ', '.join(f"{self.rel(d)} -> {os.readlink(d) if d.is_symlink() else '?'}" for d in self.loops[:limit]))
+        if self.duplicates:
+            n = len(self.duplicates)
+            lines.append(f"did not use {n} image file{'s' * (n > 1)} that {'are' if n > 1 else 'is'} another name (hard or symbolic link) for an image "
+                         f"already counted; kept: a real file before a link, test/ or valid/ before train/, then the first by name: "
+                         + ', '.join(f"{self.rel(f)} (same as {self.rel(k)})" for f, k in self.duplicates[:limit]) + more(self.duplicates))
+        if self.not_read: lines.append("did not read: " + ', '.join(f"{self.rel(f)} ({why})" for f, why in self.not_read[:limit]) + more(self.not_read))
+        if self.test: lines.append(f"held out {len(self.test)} images in {self.test_name}/: never trained on, evaluated after training")
         return lines
     def problems(self) -> dict:
         "What was not used, for metrics.json"
         return dict(skipped=[dict(file=self.rel(f), reason=why) for f, why in self.skipped],
                     ignored=[self.rel(f) for f in self.ignored], empty_class_folders=[self.rel(d) for d in self.empty],
-                    hidden_folders=[self.rel(d) for d in self.hidden], links_not_followed=[self.rel(d) for d in self.loops])
+                    hidden_folders=[self.rel(d) for d in self.hidden], links_not_followed=[self.rel(d) for d in self.loops],
+                    duplicates=[dict(file=self.rel(f), duplicate_of=self.rel(k)) for f, k in self.duplicates],
+                    not_read=[dict(file=self.rel(f), reason=why) for f, why in self.not_read])
     def digest(self) -> str:
         "Count and fingerprint of the files' names, labels and sizes (not their bytes): did a checkpoint train on this folder?"
         rows = sorted(f"{self.rel(f)}\t{f.stat().st_size}" for f in self.files)
@@ -93,41 +131,60 @@ class Folder:
 # %% ../nbs/06_folder.ipynb #7a3e0b22
 @dataclass
 class _Listing:
-    images: list = field(default_factory=list)
+    images: list = field(default_factory=list) # (file, (device, inode), reached through a link)
     others: list = field(default_factory=list) # not images by their extension
     not_regular: list = field(default_factory=list) # (file, reason)
     hidden: list = field(default_factory=list)
     loops: list = field(default_factory=list)
-    seen: set = field(default_factory=set) # (device, inode) of every folder and file already listed
+    seen: set = field(default_factory=set) # (device, inode) of every folder already entered
 
-def _list_files(root: Path, out: _Listing) -> _Listing:
-    "Add the files under `root` to `out`: each real folder entered once, each real file counted once, hidden folders skipped"
-    st = os.stat(root); out.seen.add((st.st_dev, st.st_ino, 'dir'))
-    for top, dirs, names in os.walk(root, followlinks=True):
-        top = Path(top); keep = []
-        for d in sorted(dirs):
-            if d.startswith('.'): out.hidden.append(top/d); continue
-            try: st = os.stat(top/d)
-            except OSError: continue  # a link to nowhere: os.walk would not enter it either
-            if (key := (st.st_dev, st.st_ino, 'dir')) in out.seen: out.loops.append(top/d); continue
-            out.seen.add(key); keep.append(d)
-        dirs[:] = keep
-        for n in sorted(names):
-            f = top/n
-            if n.startswith('.'): continue  # .DS_Store and other hidden files, as fastai skips them
+def _list_files(roots: list, out: _Listing, skip: tuple=()) -> _Listing:
+    "Add the files under `roots` to `out`: each folder entered once, every real folder before any link to a folder, hidden folders and `skip` not entered"
+    real, links = [(r, False) for r in reversed(roots)], []
+    while real or links:
+        top, via_link = real.pop() if real else links.pop(0)
+        try: st = os.stat(top)
+        except OSError: continue  # a link to nowhere
+        if (key := (st.st_dev, st.st_ino)) in out.seen: out.loops.append(top); continue
+        out.seen.add(key)
+        try: entries = sorted(os.scandir(top), key=lambda e: e.name)
+        except OSError: continue  # a folder we may not list: as os.walk, nothing to read in it
+        subdirs = []
+        for e in entries:
+            f = top/e.name
+            if f in skip: continue
+            if e.is_dir():
+                if e.name.startswith('.'): out.hidden.append(f)
+                elif e.is_symlink(): links.append((f, True))
+                else: subdirs.append((f, via_link))
+                continue
+            if e.name.startswith('.'): continue  # .DS_Store and other hidden files, as fastai skips them
             if f.suffix.lower() not in image_extensions: out.others.append(f); continue
             try: st = os.stat(f)
             except OSError: out.not_regular.append((f, 'a link to a file that does not exist')); continue
             if not stat.S_ISREG(st.st_mode):
                 kind = 'a FIFO' if stat.S_ISFIFO(st.st_mode) else 'a socket' if stat.S_ISSOCK(st.st_mode) else 'a device or other special file'
                 out.not_regular.append((f, f'not a regular file ({kind})')); continue
-            if (key := (st.st_dev, st.st_ino, 'file')) in out.seen: continue  # a second link to a file already counted
-            out.seen.add(key); out.images.append(f)
+            out.images.append((f, (st.st_dev, st.st_ino), via_link or e.is_symlink()))
+        real += reversed(subdirs)  # depth first, in name order
     return out
 
 # %% ../nbs/06_folder.ipynb #d0ed6a81
-def check_folder(path: str|Path, # image folder: train/ + valid/ with class subfolders, or class subfolders
-                 valid_pct: float=0.2, # share held out when there is no valid/ folder
+_ROLES = {'train': 'train', 'valid': 'valid', 'val': 'valid', 'validation': 'valid', 'test': 'test'}
+
+def _split_folders(path: Path) -> dict:
+    "{'train'|'valid'|'test': folder} for the split folders directly under `path`, named in any case; two for one part are refused"
+    found = {}
+    for d in sorted(path.iterdir()):
+        if (role := _ROLES.get(d.name.lower())) and d.is_dir(): found.setdefault(role, []).append(d)
+    for role, ds in found.items():
+        if len(ds) > 1:
+            raise UsageError(f"--data {path}: {' and '.join(d.name + '/' for d in ds)} are both {dict(valid='validation').get(role, role)} folders, and only one would be read; "
+                             f"merge them into one, or rename or move the other")
+    return {role: ds[0] for role, ds in found.items()}
+
+def check_folder(path: str|Path, # image folder: train/ (+ valid/, test/) with class subfolders, or class subfolders (+ test/)
+                 valid_pct: float|None=None, # share held out at random when there is no valid/ folder (default 0.2); refused when there is one
                  check_images: bool=True, # open every image first and set aside the unreadable ones
                  progress: bool|None=None, # progress bar while checking images; default: for more than 2000 files
                 ) -> Folder:
@@ -136,45 +193,73 @@ def check_folder(path: str|Path, # image folder: train/ + valid/ with class subf
     path = Path(path).expanduser()
     if not path.exists(): raise UsageError(f"--data {path}: no such folder")
     if not path.is_dir(): raise UsageError(f"--data {path}: is a file; give a folder with one subfolder of images per class")
-    if isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1:
+    if valid_pct is not None and (isinstance(valid_pct, bool) or not isinstance(valid_pct, (int, float)) or not 0 < valid_pct < 1):
         raise UsageError(f"--valid-pct must be a number between 0 and 1, such as 0.2; got {valid_pct!r}")
-    valid_name = next((n for n in ('valid', 'val', 'validation') if (path/n).is_dir()), 'valid')
-    presplit = (path/'train').is_dir() and (path/valid_name).is_dir()
-    roots = [path/'train', path/valid_name] if presplit else [path]
-    listing = _Listing()
-    for r in roots: _list_files(r, listing)
-    files, ignored, skipped = listing.images, listing.others, list(listing.not_regular)
-    if not files: raise UsageError(f"--data {path}: no image files (.jpg, .png, ...) in it or its subfolders")
+    split = _split_folders(path)
+    train, valid, test = split.get('train'), split.get('valid'), split.get('test')
+    if valid and not train: raise UsageError(f"--data {path}: has {valid.name}/ but no train/; put the training images in train/, one subfolder per class")
+    if valid and valid_pct is not None:
+        raise UsageError(f"--valid-pct {valid_pct}: --data {path} is already split into {train.name}/ and {valid.name}/; leave --valid-pct out "
+                         f"to use that split, or move {valid.name}/'s images into {train.name}/ to split at random")
+    valid_pct = 0.2 if valid_pct is None else float(valid_pct)
+    roots = [r for r in (train, valid) if r] or [path]  # where the classes are, test/ aside
+    listing, not_read = _Listing(), []
+    if train:
+        for d in sorted(path.iterdir()):
+            if d in (train, valid, test) or d.name.startswith('.'):
+                if d.name.startswith('.') and d.is_dir(): listing.hidden.append(d)
+            else: not_read.append((d, f"beside {train.name}/: the classes are read from {train.name}/ only"))
+    _list_files(roots + [test] * bool(test), listing, skip=(test,) if test else ())
+    kept, duplicates = {}, []
+    role = lambda f: 0 if test and test in f.parents else 1 if valid and valid in f.parents else 2  # held out first
+    for f, key, link in sorted(listing.images, key=lambda t: (t[2], role(t[0]), t[0].relative_to(path).parts)):
+        if key in kept: duplicates.append((f, kept[key]))
+        else: kept[key] = f
+    dup = {f for f, _ in duplicates}
+    images = [f for f, _, _ in listing.images if f not in dup]
+    files, test_files = [f for f in images if role(f) > 0], [f for f in images if role(f) == 0]
+    ignored, skipped = listing.others, list(listing.not_regular)
+    if not files: raise UsageError(f"--data {path}: no image files (.jpg, .png, ...) in {'/, '.join(r.name for r in roots) + '/' if train else 'it'} or its subfolders")
     loose = [f for f in files if f.parent in roots]
-    if loose and presplit and all(f.parent in roots for f in files):
-        raise UsageError(f"--data {path}: train/ and {valid_name}/ hold images directly; a folder with train/ and {valid_name}/ is read as the "
-                         f"split, each with one subfolder per class. If train and {valid_name} are your classes, rename those folders")
-    if loose: raise UsageError(f"--data {path}: {loose[0].name} is not in a class folder; put each class's images in a subfolder named after the class")
+    if loose and train and all(f.parent in roots for f in files):
+        names = ' and '.join(f"{r.name}/" for r in roots)
+        raise UsageError(f"--data {path}: {names} hold{'s' * (len(roots) == 1)} images directly; a folder with {names} is read as the split, "
+                         f"with one subfolder per class in each. " + (f"If {roots[0].name} and {roots[1].name} are your classes, rename those folders"
+                         if len(roots) > 1 else f"If {roots[0].name} is one of your classes, rename that folder"))
+    if loose: raise UsageError(f"--data {path}: {loose[0].relative_to(path)} is not in a class folder; put each class's images in a subfolder named after the class")
+    not_read += [(f, f"not in a class folder of {test.name}/, so it has no label to score") for f in test_files if f.parent == test]
+    test_files = [f for f in test_files if f.parent != test]
     if check_images:
         with warnings.catch_warnings():  # set here, not in the threads: palette transparency, large-image notices are not errors
             warnings.simplefilter('ignore')
-            errors = parallel(read_error, files, n_workers=min(16, os.cpu_count() or 1), threadpool=True,
-                              progress=len(files) > 2000 if progress is None else progress)
-        skipped += [(f, e) for f, e in zip(files, errors) if e]
-        files = [f for f, e in zip(files, errors) if not e]
+            errors = parallel(read_error, files + test_files, n_workers=min(16, os.cpu_count() or 1), threadpool=True,
+                              progress=len(files) + len(test_files) > 2000 if progress is None else progress)
+        skipped += [(f, e) for f, e in zip(files + test_files, errors) if e]
+        unreadable = {f for f, e in zip(files + test_files, errors) if e}
+        files, test_files = [f for f in files if f not in unreadable], [f for f in test_files if f not in unreadable]
         if not files: raise UsageError(f"--data {path}: none of its {len(skipped)} image files can be read, e.g. {skipped[0][0].name}: {skipped[0][1]}")
-    used = {d for f in files for d in f.parents}  # every folder above a readable image
-    empty = [d for r in roots for d in sorted(r.iterdir()) if d.is_dir() and not d.name.startswith('.') and d not in used and d not in listing.loops]
-    if presplit:
-        train_classes = {f.parent.name for f in files if f.parent.parent == path/'train'}
-        valid_classes = {f.parent.name for f in files if f.parent.parent == path/valid_name}
-        if not valid_classes: raise UsageError(f"--data {path}: {valid_name}/ holds no readable images")
-        if missing := sorted(valid_classes - train_classes):
-            bad = [(f, e) for f, e in skipped if f.parent == path/'train'/missing[0]]
-            why = f" (train/{missing[0]} has {len(bad)} image files, none readable, e.g. {bad[0][0].name}: {bad[0][1]})" if bad else ''
-            raise UsageError(f"--data {path}: {valid_name}/ has classes with no training images: {missing}{why}")
-    classes = sorted(train_classes if presplit else {f.parent.name for f in files})
+    label = FirstFolder(([test] if test else []) + roots)
+    used = {d for f in files + test_files for d in f.parents}  # every folder above a readable image
+    empty = [d for r in roots + [test] * bool(test) for d in sorted(r.iterdir())
+             if d.is_dir() and not d.name.startswith('.') and d != test and d not in used and d not in listing.loops]
+    train_files = [f for f in files if not (valid and valid in f.parents)]
+    valid_files = [f for f in files if valid and valid in f.parents]
+    classes = sorted({label(f) for f in train_files})
+    for name, part in ((valid and valid.name, valid_files), (test and test.name, test_files)):
+        if name and (missing := sorted({label(f) for f in part} - set(classes))):
+            bad = [(f, e) for f, e in skipped if (roots[0]/missing[0]) in f.parents]
+            why = f" ({roots[0].name}/{missing[0]} has {len(bad)} image files, none readable, e.g. {bad[0][0].name}: {bad[0][1]})" if bad else ''
+            raise UsageError(f"--data {path}: {name}/ has classes with no training images: {missing}{why}")
+    if valid and not valid_files: raise UsageError(f"--data {path}: {valid.name}/ holds no readable images")
     if len(classes) < 2:
         why = f"; ignored as empty or unreadable: {', '.join(d.name for d in empty)}" if empty else ''
         raise UsageError(f"--data {path}: one class ({classes[0]}){why}; a classifier needs at least two class folders")
-    n_valid = sum(f.parent.parent == path/valid_name for f in files) if presplit else int(len(files)*valid_pct)
-    if n_valid == 0: raise UsageError(f"--data {path}: {len(files)} images are too few to hold out {valid_pct:.0%} for validation")
-    return Folder(path, files, classes, presplit, len(files) - n_valid, n_valid, skipped, ignored, empty, valid_name, listing.hidden, listing.loops)
+    n_valid = len(valid_files) if valid else int(len(train_files)*valid_pct)
+    if n_valid == 0: raise UsageError(f"--data {path}: {len(train_files)} images are too few to hold out {valid_pct:.0%} for validation")
+    files = train_files + valid_files
+    return Folder(path, files, classes, bool(valid), len(files) - n_valid, n_valid, skipped, ignored, empty, valid.name if valid else 'valid',
+                  listing.hidden, listing.loops, [label(f) for f in files], test_files, [label(f) for f in test_files], duplicates, not_read,
+                  label, valid_pct, train.name if train else 'train', test.name if test else 'test')
 
 # %% ../nbs/06_folder.ipynb #30336d7e
 def folder_dls(folder: Folder, # a checked folder
@@ -183,14 +268,24 @@ def folder_dls(folder: Folder, # a checked folder
                workers: int=0, # DataLoader worker processes
                device: str|torch.device|None=None, # where batches go; default: CUDA if available, else CPU
                seed: int=42, # seed of the random train/valid split
-               valid_pct: float=0.2, # share held out when there is no valid/ folder
+               valid_pct: float|None=None, # share held out when there is no valid/ folder; default (and only): the one check_folder counted
               ):
-    "fastai DataLoaders for a checked image folder"
+    "fastai DataLoaders for a checked image folder: exactly its `n_train` training and `n_valid` validation images"
     if not isinstance(folder, Folder): raise TypeError(f"folder must be a Folder from check_folder(path); got {type(folder).__name__}")
     for name, v, low in (('size', size, 1), ('bs', bs, 1), ('workers', workers, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low: raise ValueError(f"{name} must be a whole number >= {low}; got {v!r}")
+    if valid_pct is not None and (folder.presplit or valid_pct != folder.valid_pct):
+        raise ValueError(f"valid_pct={valid_pct}: the folder was checked {'with its valid/ folder' if folder.presplit else f'with valid_pct={folder.valid_pct}'}; "
+                         f"check it again with check_folder(path, valid_pct)")
     if bs > folder.n_train: raise ValueError(f"bs={bs} is larger than the {folder.n_train} training images, which would give no training batch")
-    splitter = GrandparentSplitter(valid_name=folder.valid_name) if folder.presplit else RandomSplitter(valid_pct, seed=seed)
-    block = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=folder.classes)), get_y=parent_label,
+    splitter = IndexSplitter(list(range(folder.n_train, len(folder.files)))) if folder.presplit else RandomSplitter(folder.valid_pct, seed=seed)
+    block = DataBlock(blocks=(ImageBlock(RGBImage), CategoryBlock(vocab=folder.classes)), get_y=folder.label or FirstFolder([folder.path]),
                       splitter=splitter, item_tfms=Resize(size))
-    return block.dataloaders(folder.files, bs=bs, num_workers=workers, device=device)
+    dls = block.dataloaders(folder.files, bs=bs, num_workers=workers, device=device)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (folder.n_train, folder.n_valid), (len(dls.train_ds), len(dls.valid_ds), folder)
+    return dls
+
+def folder_test_dl(folder: Folder, dls):
+    "A labelled DataLoader of `folder`'s held-out test images, with `dls`' validation transforms, for `Learner.validate(dl=...)`"
+    if not folder.test: raise ValueError(f"{folder.path} has no test/ folder with images in class folders")
+    return dls.test_dl(folder.test, with_labels=True)

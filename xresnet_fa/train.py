@@ -23,7 +23,7 @@ from .checks import UsageError, check_memory, check_writable, hold_out
 from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .family import FAMILY
-from .folder import Folder, check_folder, folder_dls
+from .folder import Folder, check_folder, folder_dls, folder_test_dl
 from .fast import describe_speed, speed_defaults
 from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
                                   Checkpoint, read_run_checkpoint, _check_resume, _write_atomic)
@@ -159,6 +159,7 @@ def _digits(cache) -> Path:
     dest = Path(cache).expanduser()/'digits' if cache else None
     try: return digits_folder(dest)
     except OSError as e: raise UsageError(f"--cache {cache or cache_dir()}: cannot write the digits there ({e.strerror or e})") from None
+    except ValueError as e: raise UsageError(f"--cache {cache or cache_dir()}: {e}") from None  # a cache changed or damaged since it was written
 
 def train(data: str|Path|None=None, # image folder; default: the digits, written once into the cache folder
           arch: str='xresnet18', # one of FAMILY
@@ -172,7 +173,7 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
           device: str|None=None, # default: CUDA if available, else CPU
           seed: int=42, # seed of the split, the initial weights and the batch order
           workers: int=0, # DataLoader worker processes
-          valid_pct: float=0.2, # share held out when the folder has no valid/
+          valid_pct: float|None=None, # share held out at random when the folder has no valid/ (default 0.2); refused when it has one
           out: str|Path='out', # folder for export.pkl, metrics.json, checkpoint.pth and plots
           cache: str|Path|None=None, # where the digits are written when `data` is None; default cache_dir()
           resume: bool|str|Path=False, # True: continue the run saved in out/checkpoint.pth; a path: from that checkpoint
@@ -193,7 +194,7 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
         raise UsageError(f"--out {out} is inside --data {folder.path}: the run's plots would become training images; choose an --out outside it")
     settings = dict(arch=arch, data=str(folder.path.resolve()), classes=folder.classes, files=folder.digest(), size=size, bs=bs, epochs=epochs,
                     lr=lr, pretrained=pretrained if isinstance(pretrained, bool) else str(pretrained), precision=precision,
-                    channels_last=channels_last, seed=seed, valid_pct=valid_pct)
+                    channels_last=channels_last, seed=seed, valid_pct=folder.valid_pct)
     changes = _check_resume(state, settings, ckpt_path) if state else {}
     run = {}  # the run's Checkpoint and EpochLog, for the message if it is interrupted
     try:
@@ -226,7 +227,8 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
     if rank == 0: print(f"xresnet-fa: training in {speed}", file=sys.stderr)  # once the learner is built: the run will start
     info = dict(arch=arch, data=str(folder.path), classes=folder.classes, n_train=folder.n_train, n_valid=folder.n_valid,
                 size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last, speed=speed,
-                device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems())
+                device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems(),
+                **({'n_test': len(folder.test)} if folder.test else {}))
     if state:
         learn.model.load_state_dict(state['model'])
         lr = lr if 'lr' in changes else state['settings']['lr_used']
@@ -255,8 +257,10 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
         acc = float(learn.recorder.values[-1][2])
         if rank == 0: _save_loss_plot(learn, out)  # before get_preds below resets the recorder
         confusion = ClassificationInterpretation.from_learner(learn).confusion_matrix()  # every rank takes part
+        test_acc = {'test_accuracy': float(learn.validate(dl=folder_test_dl(folder, dls))[1])} if folder.test else {}  # held out until now
     if rank != 0: return dict(info, rank=rank)
     _write_atomic(out/'export.pkl', lambda tmp: learn.export(tmp.resolve()))
     _save_confusion_plot(confusion, list(dls.vocab), out)
-    log.write(accuracy=acc, seconds=time.perf_counter() - start)
+    log.write(accuracy=acc, **test_acc, seconds=time.perf_counter() - start)
+    if test_acc: print(f"xresnet-fa: test accuracy {test_acc['test_accuracy']:.2%} on the {len(folder.test)} held-out images of {folder.test_name}/", file=sys.stderr)
     return log.info | {'epochs': log.epochs}
