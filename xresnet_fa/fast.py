@@ -234,7 +234,7 @@ def unreadable(e: Exception) -> str:
     if isinstance(e, OSError) and e.strerror: return e.strerror  # Permission denied, ...
     return f"not a readable image ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
 
-# %% ../nbs/11_fast.ipynb #a1f0c011
+# %% ../nbs/11_fast.ipynb #461b4747
 def predict_batches(learn, # a fastai Learner, such as load_learner returns
                     items: list, # image files
                     bs: int=64, # images per batch
