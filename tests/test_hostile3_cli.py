@@ -132,6 +132,7 @@ def test_summary_at_5000_px_runs_on_the_meta_device(tmp_path):
     shapes = {line.split()[0]: line[9:29].strip() for line in r.stdout.splitlines()[2:-1]}
     assert shapes == {'stem': '(64, 1250, 1250)', 'stage_1': '(64, 1250, 1250)', 'stage_2': '(128, 625, 625)',
                       'stage_3': '(256, 313, 313)', 'stage_4': '(512, 157, 157)', 'head': '(1000,)'}, r.stdout
+    assert len(r.stdout.splitlines()[-1].split()) == 3, r.stdout  # total, parameters, GMACs: each its own column
     assert list(tmp_path.iterdir()) == []
 
 

@@ -2,7 +2,8 @@
 __version__ = "0.0.1"
 
 # The public names load on first use (PEP 562), so that `import xresnet_fa.cli` and `xresnet-fa --help` start without
-# torch and fastai. The first name used loads them all, registering the presets with fastai (learner) as before.
+# torch and fastai. The first name used loads them all, registering the presets with fastai (learner) as before; where
+# fastai is imported already (`from fastai.vision.all import *` first, as the docs do), they load at once.
 _FROM = {
     'xresnet': ('XResNet', 'xresnet', 'xresnet18', 'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'count_macs', 'count_params'),
     'family': ('FAMILY', 'xresnet18_deep', 'xresnet34_deep', 'xresnet50_deep', 'xresnet18_deeper', 'xresnet34_deeper',
@@ -39,3 +40,4 @@ class _Package(_types.ModuleType):
         super().__setattr__(name, value)
 
 _sys.modules[__name__].__class__ = _Package
+if 'fastai' in _sys.modules: _load()  # fastai's cost is paid: register now, as an eager import did

@@ -46,9 +46,9 @@ def _summary(args) -> int:
     except (ValueError, TypeError) as e: raise UsageError(f"{e}".replace('n_out', '--n-out').replace('c_in', '--c-in')) from None
     rows = summary(model, args.size)
     print(f"{args.arch} at {args.size}x{args.size}, {args.c_in} channels in, {args.n_out} out")
-    print(f"{'part':<9}{'output (C, H, W)':>20}{'parameters':>14}{'GMACs':>9}")
-    for r in rows: print(f"{r['part']:<9}{str(r['output']):>20}{r['params']:>14,}{r['macs']/1e9:>9.3f}")
-    print(f"{'total':<9}{'':>20}{sum(r['params'] for r in rows):>14,}{sum(r['macs'] for r in rows)/1e9:>9.3f}")
+    print(f"{'part':<9}{'output (C, H, W)':>20}{'parameters':>14} {'GMACs':>9}")
+    for r in rows: print(f"{r['part']:<9}{str(r['output']):>20}{r['params']:>14,} {r['macs']/1e9:>9.3f}")
+    print(f"{'total':<9}{'':>20}{sum(r['params'] for r in rows):>14,} {sum(r['macs'] for r in rows)/1e9:>9.3f}")
     return 0
 
 # %% ../nbs/09_cli.ipynb #0f5d2710
