@@ -1,14 +1,43 @@
 "The xResNet (ResNet-B/C/D with zero-gamma), taught in notebooks and plugged into fastai"
 __version__ = "0.0.1"
 
-import warnings as _warnings
-with _warnings.catch_warnings():  # fastai's layers.py calls torch.jit.script at import; torch's FutureWarning about it is fastai's to fix, not our users'
-    _warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
-    from .xresnet import XResNet, xresnet, xresnet18, xresnet34, xresnet50, xresnet101, xresnet152, count_macs, count_params
-    from .family import (FAMILY, xresnet18_deep, xresnet34_deep, xresnet50_deep, xresnet18_deeper, xresnet34_deeper,
-                         xresnet50_deeper, xse_resnet18, xse_resnext18, xresnext18, xse_resnet34, xse_resnext34,
-                         xresnext34, xse_resnet50, xse_resnext50, xresnext50, xse_resnet101, xse_resnext101,
-                         xresnext101, xse_resnet152, xsenet154, xse_resnext18_deep, xse_resnext34_deep,
-                         xse_resnext50_deep, xse_resnext18_deeper, xse_resnext34_deeper, xse_resnext50_deeper,
-                         xse_resnext26)  # notebook 02b
-    from .learner import register, variant, xresnet_split  # importing learner registers the presets with fastai
+# The public names load on first use (PEP 562), so that `import xresnet_fa.cli` and `xresnet-fa --help` start without
+# torch and fastai. The first name used loads them all, registering the presets with fastai (learner) as before; where
+# fastai is imported already (`from fastai.vision.all import *` first, as the docs do), they load at once.
+_FROM = {
+    'xresnet': ('XResNet', 'xresnet', 'xresnet18', 'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'count_macs', 'count_params'),
+    'family': ('FAMILY', 'xresnet18_deep', 'xresnet34_deep', 'xresnet50_deep', 'xresnet18_deeper', 'xresnet34_deeper',
+               'xresnet50_deeper', 'xse_resnet18', 'xse_resnext18', 'xresnext18', 'xse_resnet34', 'xse_resnext34',
+               'xresnext34', 'xse_resnet50', 'xse_resnext50', 'xresnext50', 'xse_resnet101', 'xse_resnext101',
+               'xresnext101', 'xse_resnet152', 'xsenet154', 'xse_resnext18_deep', 'xse_resnext34_deep',
+               'xse_resnext50_deep', 'xse_resnext18_deeper', 'xse_resnext34_deeper', 'xse_resnext50_deeper',
+               'xse_resnext26'),  # notebook 02b
+    'learner': ('register', 'variant', 'xresnet_split'),  # importing learner registers the presets with fastai
+}
+__all__ = [name for names in _FROM.values() for name in names]
+
+def _load() -> None:
+    "Import the public names into the package, as an eager `from .xresnet import ...` would"
+    import importlib, warnings
+    with warnings.catch_warnings():  # fastai's layers.py calls torch.jit.script at import; torch's FutureWarning about it is fastai's to fix, not our users'
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        modules = {m: importlib.import_module(f'.{m}', __name__) for m in _FROM}
+    globals().update({name: getattr(modules[m], name) for m, names in _FROM.items() for name in names})
+
+def __getattr__(name: str):
+    if name not in __all__: raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load()
+    return globals()[name]
+
+def __dir__(): return sorted({*globals(), *__all__})
+
+import sys as _sys, types as _types
+
+class _Package(_types.ModuleType):
+    "The package module: importing the submodule `xresnet_fa.xresnet` leaves the name `xresnet` to the function, as eager imports did"
+    def __setattr__(self, name, value):
+        if name in __all__ and isinstance(value, _types.ModuleType): return  # the submodule stays in sys.modules
+        super().__setattr__(name, value)
+
+_sys.modules[__name__].__class__ = _Package
+if 'fastai' in _sys.modules: _load()  # fastai's cost is paid: register now, as an eager import did

@@ -6,14 +6,23 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #8722455e
 from __future__ import annotations
-import argparse, signal, sys, threading, warnings
+import argparse, errno, os, signal, stat, sys, threading, warnings
 from pathlib import Path
-from .checks import UsageError
-from .family import FAMILY
-from .xresnet import summary
 
 # %% auto #0
-__all__ = ['parser', 'main']
+__all__ = ['ARCHS', 'escape', 'parser', 'main']
+
+# %% ../nbs/09_cli.ipynb #c1a20001
+ARCHS = ('xresnet18', 'xresnet34', 'xresnet50', 'xresnet101', 'xresnet152', 'xresnet18_deep', 'xresnet34_deep', 'xresnet50_deep',
+         'xresnet18_deeper', 'xresnet34_deeper', 'xresnet50_deeper', 'xse_resnet18', 'xse_resnext18', 'xresnext18', 'xse_resnet34',
+         'xse_resnext34', 'xresnext34', 'xse_resnet50', 'xse_resnext50', 'xresnext50', 'xse_resnet101', 'xse_resnext101', 'xresnext101',
+         'xse_resnet152', 'xsenet154', 'xse_resnext18_deep', 'xse_resnext34_deep', 'xse_resnext50_deep', 'xse_resnext18_deeper',
+         'xse_resnext34_deeper', 'xse_resnext50_deeper', 'xse_resnext26')  # FAMILY's keys, without importing torch for --help
+
+def escape(s) -> str:
+    "`s` as one TSV field: backslash, tab, newline and carriage return written as \\\\, \\t, \\n and \\r; bytes that are not UTF-8 as \\xNN"
+    s = str(s).replace('\\', '\\\\').replace('\t', '\\t').replace('\n', '\\n').replace('\r', '\\r')
+    return s.encode('utf-8', 'surrogateescape').decode('utf-8', 'backslashreplace')
 
 # %% ../nbs/09_cli.ipynb #1a1631dd
 def _train(args) -> int:
@@ -28,42 +37,60 @@ def _train(args) -> int:
 
 # %% ../nbs/09_cli.ipynb #83dbde66
 def _summary(args) -> int:
+    from xresnet_fa.checks import UsageError
+    from xresnet_fa.family import FAMILY
+    from xresnet_fa.xresnet import summary  # on the meta device: shapes and MACs at any --size, without arithmetic or memory
     if args.size < 1: raise UsageError(f"--size must be a whole number >= 1; got {args.size}")
     try: model = FAMILY[args.arch](n_out=args.n_out, c_in=args.c_in, stride_3x3=args.stride_3x3, deep_stem=args.deep_stem,
                                     avg_down=args.avg_down, zero_bn=args.zero_bn)
     except (ValueError, TypeError) as e: raise UsageError(f"{e}".replace('n_out', '--n-out').replace('c_in', '--c-in')) from None
     rows = summary(model, args.size)
     print(f"{args.arch} at {args.size}x{args.size}, {args.c_in} channels in, {args.n_out} out")
-    print(f"{'part':<9}{'output (C, H, W)':>20}{'parameters':>14}{'GMACs':>9}")
-    for r in rows: print(f"{r['part']:<9}{str(r['output']):>20}{r['params']:>14,}{r['macs']/1e9:>9.3f}")
-    print(f"{'total':<9}{'':>20}{sum(r['params'] for r in rows):>14,}{sum(r['macs'] for r in rows)/1e9:>9.3f}")
+    print(f"{'part':<9}{'output (C, H, W)':>20}{'parameters':>14} {'GMACs':>9}")
+    for r in rows: print(f"{r['part']:<9}{str(r['output']):>20}{r['params']:>14,} {r['macs']/1e9:>9.3f}")
+    print(f"{'total':<9}{'':>20}{sum(r['params'] for r in rows):>14,} {sum(r['macs'] for r in rows)/1e9:>9.3f}")
     return 0
 
 # %% ../nbs/09_cli.ipynb #0f5d2710
-def _predict(args) -> int:
-    from xresnet_fa.folder import read_error
-    if args.bs < 1: raise UsageError(f"--bs must be a whole number >= 1; got {args.bs}")
-    if args.precision == '16': raise UsageError("--precision 16 needs CUDA, and predict runs on the CPU; use bf16 or 32")
-    model = Path(args.model)
-    if model.is_dir(): raise UsageError(f"--model {model}: is a folder; give the learner file in it"
-                                        + (f" ({model/'export.pkl'})" if (model/'export.pkl').is_file() else ", export.pkl"))
-    if not model.is_file(): raise UsageError(f"--model {model}: no such file; train first (xresnet-fa train --out DIR)")
-    for f in args.images:
-        if not Path(f).is_file(): raise UsageError(f"{f}: no such image file")
-        if why := read_error(f): raise UsageError(f"{f}: not a readable image ({why})")
+def _learner(path: str):
+    "The learner exported to `path`, or one UsageError line saying why not"
+    from xresnet_fa.checks import UsageError
+    from xresnet_fa.fast import unreadable
+    try: is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as e:
+        raise UsageError(f"--model {escape(path)}: " + ('no such file; train first (xresnet-fa train --out DIR)'
+                                                        if e.errno == errno.ENOENT else unreadable(e))) from None
+    if is_dir: raise UsageError(f"--model {escape(path)}: is a folder; give the learner file in it"
+                                + (f" ({escape(Path(path)/'export.pkl')})" if (Path(path)/'export.pkl').is_file() else ", export.pkl"))
     from fastai.learner import load_learner
     try:
         with warnings.catch_warnings():  # fastai warns that it unpickles; the command's help says so once, not at every call
             warnings.filterwarnings('ignore', message='load_learner')
-            learn = load_learner(args.model)  # unpickles: only for files from a trusted source
+            return load_learner(path)  # unpickles: only for files from a trusted source
     except Exception as e:
-        raise UsageError(f"--model {args.model}: not a learner exported by fastai ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+        raise UsageError(f"--model {escape(path)}: not a learner exported by fastai ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
                          f"xresnet-fa train writes one to OUT/export.pkl") from None
-    from xresnet_fa.fast import predict_files
-    labels, probs, how = predict_files(learn, args.images, args.bs, args.precision, args.channels_last)
-    print(f"xresnet-fa: predicting in {how}", file=sys.stderr)
-    for f, label, p in zip(args.images, labels, probs): print(f"{f}\t{label}\t{float(p.max()):.4f}")
-    return 0
+
+def _predict(args) -> int:
+    from xresnet_fa.checks import UsageError
+    if args.bs < 1: raise UsageError(f"--bs must be a whole number >= 1; got {args.bs}")
+    if args.precision == '16': raise UsageError("--precision 16 needs CUDA, and predict runs on the CPU; use bf16 or 32")
+    learn = _learner(args.model)
+    from xresnet_fa.fast import NotAClassifier, classifier, predict_batches, top_labels
+    failed = 0
+    try:
+        multi, classes, _, thresh = classifier(learn)
+        how, rows = predict_batches(learn, args.images, args.bs, args.precision, args.channels_last)
+        print(f"xresnet-fa: predicting in {how}", file=sys.stderr)
+        for f, p, why in rows:  # like cat: every file that reads gets its rows, every one that does not one line on stderr
+            if why: failed += 1; print(f"xresnet-fa: {escape(f)}: {why}", file=sys.stderr); continue
+            for label, q in top_labels(p, multi, classes, thresh) or [('', float(p.max()))]: print(f"{escape(f)}\t{escape(label)}\t{q:.4f}")
+            sys.stdout.flush()
+    except NotAClassifier as e: raise UsageError(f"--model {escape(args.model)}: not a classifier: {e}") from None
+    except BrokenPipeError:  # the reader left (| head): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    return 0 if not failed else 2 if failed == len(args.images) else 1
 
 # %% ../nbs/09_cli.ipynb #db384271
 def _lr(v: str):
@@ -84,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest='command', required=True)
     t = sub.add_parser('train', help='train on an image folder (default: the digits that ship with scikit-learn)')
     t.add_argument('--data', help='image folder: train/ and valid/ with class subfolders, or class subfolders (default: digits)')
-    t.add_argument('--arch', default='xresnet18', help=f"architecture: {', '.join(FAMILY)} (default: xresnet18)")
+    t.add_argument('--arch', default='xresnet18', help=f"architecture: {', '.join(ARCHS)} (default: xresnet18)")
     t.add_argument('--epochs', type=int, default=5, help='epochs (default: 5)')
     t.add_argument('--size', type=int, default=32, help='resize images to SIZE x SIZE (default: 32)')
     t.add_argument('--bs', type=int, default=32, help='batch size (default: 32)')
@@ -103,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
                    help='continue the run saved in OUT/checkpoint.pth (or in CHECKPOINT) after its last completed epoch; same options as the run')
     t.set_defaults(func=_train)
     s = sub.add_parser('summary', help='per-part table: output shape, parameters, GMACs')
-    s.add_argument('--arch', default='xresnet50', choices=list(FAMILY))
+    s.add_argument('--arch', default='xresnet50', choices=ARCHS)
     s.add_argument('--size', type=int, default=224, help='input side (default: 224)')
     s.add_argument('--n-out', type=int, default=1000)
     s.add_argument('--c-in', type=int, default=3)
@@ -111,7 +138,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument(f'--{flag}', action=argparse.BooleanOptionalAction, default=True, help=f'tweak {tweak} (default: on)')
     s.set_defaults(func=_summary)
     r = sub.add_parser('predict', help='class and probability per image',
-                       description='Classify images with an exported learner. export.pkl is a pickle: load only files from a trusted source.')
+                       description='Classify images with an exported learner (single- or multi-label). Prints FILE<tab>CLASS<tab>PROBABILITY '
+                                   'per image; a multi-label learner prints one such line per label above its threshold, most probable first '
+                                   '(or an empty CLASS and the highest probability where none is). In FILE and CLASS a backslash, tab and '
+                                   'newline are written as \\\\, \\t and \\n. A file that cannot be read gets one line on stderr and the others '
+                                   'still run: exit status 1 if some could not be read, 2 if none could. '
+                                   'export.pkl is a pickle: load only files from a trusted source.')
     r.add_argument('--model', default='out/export.pkl', help='exported learner (default: out/export.pkl); trusted files only')
     r.add_argument('images', nargs='+', help='image files')
     r.add_argument('--bs', type=int, default=64, help='images per batch (default: 64)')
@@ -123,7 +155,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]|None=None) -> int:
     "Run `xresnet-fa` with `argv` (default: sys.argv[1:]); return the exit status"
     args = parser().parse_args(argv)
-    from xresnet_fa.callbacks import TrainingError, Interrupted, Terminated
+    with warnings.catch_warnings():  # torch and fastai load here, once the arguments parse
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # fastai's layers.py: fastai's to fix
+        import fastai.layers
+        from xresnet_fa.checks import UsageError
+        from xresnet_fa.callbacks import TrainingError, Interrupted, Terminated
     def on_sigterm(signum, frame): raise Terminated()
     old = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try: return args.func(args)

@@ -6,7 +6,8 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/fast.html.md"""
 
 # %% ../nbs/11_fast.ipynb #5f8a9f9f
 from __future__ import annotations
-import contextlib, copy, json, os, platform, statistics, time
+import contextlib, copy, errno, functools, itertools, json, os, platform, statistics, time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ except ImportError: fcntl = None  # Windows: the probe runs without a lock
 # %% auto #0
 __all__ = ['BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'describe_speed',
            'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
-           'tiny_inputs_in_float32', 'InDtype', 'fast_inference', 'predict_files', 'export_onnx']
+           'tiny_inputs_in_float32', 'InDtype', 'fast_inference', 'NotAClassifier', 'classifier', 'top_labels',
+           'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
@@ -203,26 +205,89 @@ def fast_inference(model: nn.Module, # an XResNet
     return torch.compile(fused, options={'freezing': True}) if compile else fused
 
 # %% ../nbs/11_fast.ipynb #a1f0c010
+class NotAClassifier(ValueError):
+    "A learner that does not classify images (regression, segmentation, ...): predict has no classes to print"
+
+def classifier(learn) -> tuple[bool, list, Callable, float]:
+    "(multi_label, classes, activation, threshold): how `learn` turns its model's outputs into classes; NotAClassifier for other tasks"
+    from fastai.data.transforms import Categorize, MultiCategorize  # MultiCategorize is a Categorize
+    tls = getattr(getattr(learn.dls, 'train_ds', None), 'tls', None)
+    if tls is None: raise NotAClassifier(f"its data ({type(learn.dls).__name__}) keeps no fastai target transforms, so its classes are unknown; "
+                                         "export a learner built from a DataBlock or ImageDataLoaders")
+    cats = [t for tl in tls[getattr(learn.dls, 'n_inp', 1):] for t in tl.tfms.fs if isinstance(t, Categorize)]
+    if len(cats) != 1: raise NotAClassifier("its targets are not classes (no CategoryBlock or MultiCategoryBlock): a regression, segmentation "
+                                            "or other task; predict runs single- and multi-label classifiers")
+    multi, act = isinstance(cats[0], MultiCategorize), getattr(learn.loss_func, 'activation', None)
+    if not callable(act): act = torch.sigmoid if multi else functools.partial(torch.softmax, dim=1)  # a plain torch loss
+    return multi, list(cats[0].vocab), act, float(getattr(learn.loss_func, 'thresh', 0.5))
+
+def top_labels(p: torch.Tensor, multi: bool, classes: list, thresh: float=0.5) -> list[tuple]:
+    "[(label, probability)] for one image's probabilities `p`: the most probable class; multi-label: every label above `thresh`, most probable first"
+    if not multi: i = int(p.argmax()); return [(classes[i], float(p[i]))]
+    return [(classes[j], float(p[j])) for j in p.argsort(descending=True).tolist() if p[j] > thresh]
+
+def unreadable(e: Exception) -> str:
+    "Why an image file could not be loaded, in words, from the exception its loading raised"
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG: return 'a name in its path is longer than the file system allows (255 bytes)'
+    if isinstance(e, FileNotFoundError): return 'no such file'
+    if isinstance(e, IsADirectoryError): return 'is a folder, not an image file'
+    if isinstance(e, OSError) and e.strerror: return e.strerror  # Permission denied, ...
+    return f"not a readable image ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})"
+
+# %% ../nbs/11_fast.ipynb #461b4747
+def predict_batches(learn, # a fastai Learner, such as load_learner returns
+                    items: list, # image files
+                    bs: int=64, # images per batch
+                    precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
+                    channels_last: bool|None=None, # None: on for CPU and CUDA
+                   ) -> tuple[str, Iterator]:
+    "(how it runs, an iterator of (item, probabilities or None, why it could not be read or None) in the order of `items`)"
+    from fastai.torch_core import to_device
+    check_int('bs', bs)
+    _, classes, act, _ = classifier(learn)
+    device = _device(learn.model)
+    precision, channels_last, how = speed_defaults(device, precision, channels_last)
+    try: model = fuse(learn.model, channels_last=channels_last)
+    except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
+    tiny_safe(model)  # a copy: its convs may stay tiny-safe
+    dl, dtype = learn.dls.test_dl(items, bs=bs, num_workers=0, device=device), _DTYPES[precision]
+    def run(loaded: list) -> torch.Tensor:
+        xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
+        if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            out = model(xb).float()
+            if out.ndim != 2 or out.shape[1] != len(classes):
+                raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
+            return act(out).as_subclass(torch.Tensor)
+    def rows():
+        for start in range(0, len(items), bs):
+            idx, loaded, failed = [], [], {}
+            for i in range(start, min(start + bs, len(items))):
+                try: x = dl.do_item(i)  # each file on its own: one that is missing or damaged costs only its own row
+                except Exception as e: failed[i] = unreadable(e)  # PIL raises many types on a damaged file; each is reported for its file
+                else:
+                    if x is None: failed[i] = "skipped by the learner's transforms"
+                    else: idx.append(i); loaded.append(x)
+            probs = dict(zip(idx, run(loaded))) if loaded else {}
+            for i in range(start, min(start + bs, len(items))): yield items[i], probs.get(i), failed.get(i)
+    return how, rows()
+
 def predict_files(learn, # a fastai Learner, such as load_learner returns
                   items: list, # image files
                   bs: int=64, # images per batch
                   precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
                   channels_last: bool|None=None, # None: on for CPU and CUDA
                  ) -> tuple[list, torch.Tensor, str]:
-    "(labels, probabilities, how it ran) for image files: `learn`'s transforms, then its model with BatchNorm folded"
-    check_int('bs', bs)
-    device = _device(learn.model)
-    precision, channels_last, why = speed_defaults(device, precision, channels_last)
-    try: model = fuse(learn.model, channels_last=channels_last)
-    except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
-    dtype, probs = _DTYPES[precision], []
-    tiny_safe(model)  # a copy: its convs may stay tiny-safe
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-        for xb, *_ in learn.dls.test_dl(items, bs=bs, num_workers=0, device=device):
-            if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
-            probs.append(learn.loss_func.activation(model(xb).float()).as_subclass(torch.Tensor))
-    probs = torch.cat(probs)
-    return [learn.dls.vocab[i] for i in probs.argmax(1)], probs, why
+    "(labels, probabilities, how it ran) for image files: `learn`'s transforms, then its model with BatchNorm folded; multi-label: a list of labels per image"
+    multi, classes, _, thresh = classifier(learn)
+    how, rows = predict_batches(learn, items, bs, precision, channels_last)
+    probs = []
+    for item, p, why in rows:
+        if why: raise ValueError(f"{item}: {why}")
+        probs.append(p)
+    probs = torch.stack(probs) if probs else torch.empty(0, len(classes))
+    labels = [[l for l, _ in top_labels(p, multi, classes, thresh)] if multi else top_labels(p, multi, classes)[0][0] for p in probs]
+    return labels, probs, how
 
 # %% ../nbs/11_fast.ipynb #065fb4a5
 def export_onnx(model: nn.Module, # a network, usually `fuse(model)`
@@ -230,12 +295,16 @@ def export_onnx(model: nn.Module, # a network, usually `fuse(model)`
                 size: int=224, # side of the example input
                 dynamic_batch: bool=True, # allow any batch size
                ) -> Path:
-    "Write `model` to an ONNX file (input 'image': (N, c_in, size, size), output 'logits') and return its path"
+    "Write `model` to one self-contained ONNX file (input 'image': (N, c_in, size, size), output 'logits') and return its path"
     if not isinstance(model, XResNet): raise TypeError(f"export_onnx needs an XResNet (or fuse(XResNet)); got {got(model)}")
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"path must be an .onnx file path; got {got(path)}")
     check_int('size', size); check_bool('dynamic_batch', dynamic_batch)
+    n_bytes = sum(t.numel()*t.element_size() for t in itertools.chain(model.parameters(), model.buffers()))
+    if n_bytes >= 2**31 - 2**26:  # protobuf's 2 GB limit on one file, with room for the graph
+        raise ValueError(f"the model's tensors take {n_bytes/2**30:.1f} GiB, over the 2 GB an ONNX file can hold; use torch.onnx.export(..., external_data=True)")
     c_in = model[0].conv.in_channels
     x = torch.randn(2, c_in, size, size)
     shapes = ({0: torch.export.Dim('batch')},) if dynamic_batch else None
-    torch.onnx.export(model, (x,), str(path), input_names=['image'], output_names=['logits'], dynamic_shapes=shapes, verbose=False)
+    torch.onnx.export(model, (x,), str(path), input_names=['image'], output_names=['logits'], dynamic_shapes=shapes, verbose=False,
+                      external_data=False)  # the weights inside the .onnx file: the path returned is the whole model
     return Path(path)
