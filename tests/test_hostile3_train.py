@@ -105,7 +105,7 @@ def test_finished_run_is_not_replaced_without_overwrite(data, tmp_path, capsys, 
     out = tmp_path/'out'; shutil.copytree(finished, out)
     before = {p.name: digest(p) for p in out.iterdir() if p.is_file()}
     status, err = run(data, out, capsys, *flags)
-    one_line(err, 2, status, f'--out {out} holds a finished run (1 epochs in checkpoint.pth)', '--overwrite')
+    one_line(err, 2, status, f'--out {out} holds a finished run (1 epoch in checkpoint.pth)', '--overwrite')
     assert {p.name: digest(p) for p in out.iterdir() if p.is_file()} == before
 
 

@@ -22,7 +22,7 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
-from .checks import RUN_FILES, UsageError, check_memory, check_no_links, check_writable, hold_out
+from .checks import UsageError, check_memory, check_no_links, check_writable, hold_out
 from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .family import FAMILY
@@ -159,7 +159,7 @@ def _refuse_existing(out: Path):
         total = _total_epochs(state['settings'])
         if state['epoch'] < total:
             raise UsageError(f"--out {out} holds an unfinished run ({state['epoch']} of {total} epochs in {path.name}): --resume continues it; {again}")
-        raise UsageError(f"--out {out} holds a finished run ({total} epochs in {path.name}): {again} (replacing it)")
+        raise UsageError(f"--out {out} holds a finished run ({total} epoch{'s' if total != 1 else ''} in {path.name}): {again} (replacing it)")
     if (out/'export.pkl').is_file(): raise UsageError(f"--out {out} holds a finished run (its learner, export.pkl): {again} (replacing it)")
 
 def _checkpoint_path(resume, out: Path) -> Path:
@@ -235,8 +235,6 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
         with hold_out(check_writable(out)) if rank == 0 else contextlib.nullcontext():
             if rank == 0: check_no_links(out)  # again, now that the run holds the folder
             if rank == 0 and resume is False and not overwrite: _refuse_existing(out)
-            if rank == 0 and resume is False and overwrite:  # the old run's files go: none of them is left beside the new run's
-                for name in RUN_FILES[1:]: (out/name).unlink(missing_ok=True)
             return _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, speed, device, seed, workers, valid_pct, out,
                                cbs, start, rank, ckpt_path, state, folder, settings, changes, run)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the command line's handler: one line, and where to resume from

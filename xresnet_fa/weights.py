@@ -153,11 +153,15 @@ TIMM_WEIGHTS = {18: 'resnet18d.ra2_in1k', 34: 'resnet34d.ra2_in1k', 50: 'resnet5
                 101: 'resnet101d.ra2_in1k', 152: 'resnet152d.ra2_in1k',
                 'xresnext50': 'resnext50d_32x4d.bt_in1k', 'xse_resnext26': 'seresnext26d_32x4d.bt_in1k'}  # the family (02b)
 
+def _proxy() -> str|None:
+    "The proxy the hub client would go through for https, if one is set"
+    return next((os.environ[v] for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy') if os.environ.get(v)), None)
+
 def _hub_reachable(timeout: float=3.0) -> bool:
     "Can we open a connection to the Hugging Face hub, or to the proxy that reaches it? Answers within `timeout` seconds"
     import socket, urllib.parse
     if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'): return False
-    proxy = next((os.environ[v] for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy') if os.environ.get(v)), None)
+    proxy = _proxy()
     url = urllib.parse.urlparse(proxy if proxy and '://' in proxy else f'http://{proxy}' if proxy else os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
     try: port = url.port or {'https': 443, 'http': 80}.get(url.scheme, 1080)  # 1080: a SOCKS proxy
     except ValueError: return False  # a port that is not a number
@@ -181,7 +185,8 @@ def imagenet_state_dict(depth: int|str) -> dict:
     if isinstance(cached, str):  # in the hub cache: timm loads the file, no network
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=cached)).state_dict()
     if not _hub_reachable():  # fail now rather than after the hub client's minute of retries
-        raise RuntimeError(f"the ImageNet weights {name} are not in the Hugging Face cache and the hub cannot be reached (no internet?): "
+        raise RuntimeError(f"the ImageNet weights {name} are not in the Hugging Face cache and the hub cannot be reached "
+                           f"({f'the proxy {_proxy()} does not answer' if _proxy() else 'no internet?'}): "
                            f"pass pretrained=False, or a local file (pretrained='weights.pth')")
     try: return timm.create_model(name, pretrained=True).state_dict()
     except Exception as e:
