@@ -53,7 +53,8 @@ def test_resume_keeps_the_checkpoint_setting_unless_overridden(small, tmp_path):
     # stage 4's stride-2 conv (1x1 input at 16 px) read uninitialised memory, and the two runs ended up to 0.05 apart.
     assert max_abs_diff(a, b) <= 1e-6
     assert [r['valid_loss'] for r in resumed['epochs']] == [f['valid_loss'] for f in full['epochs']]
-    m = train(small, **RUN, epochs=2, out=tmp_path/'over', resume=tmp_path/'after_epoch_0.pth', precision='32', channels_last=True)
+    (tmp_path/'over').mkdir(); shutil.copy(tmp_path/'after_epoch_0.pth', tmp_path/'over'/'checkpoint.pth')  # --resume continues the run in --out
+    m = train(small, **RUN, epochs=2, out=tmp_path/'over', resume=True, precision='32', channels_last=True)
     assert m['resume_changes'] == {'precision': {'was': 'bf16', 'now': '32'}, 'channels_last': {'was': False, 'now': True}}
     assert (m['precision'], m['channels_last']) == ('32', True)
 

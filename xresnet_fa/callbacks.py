@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/callbacks.html.md"""
 
 # %% ../nbs/07_callbacks.ipynb #7c129015
 from __future__ import annotations
-import json, os, pickle, random, shutil, time
+import contextlib, json, os, pickle, random, shutil, signal, tempfile, threading, time
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,13 +15,15 @@ from torch.amp import autocast, GradScaler
 from fastai.callback.core import Callback
 from fastai.callback.fp16 import AMPMode, MixedPrecision
 from fastai.distributed import num_distrib
+from fastai.imports import noop  # fastai's, which Learner.no_logging puts in place: not fastcore's
 from .checks import UsageError
 from .fast import tiny_inputs_in_float32
 from .weights import unsafe_global
 
 # %% auto #0
 __all__ = ['FORMAT', 'TrainingError', 'Terminated', 'Interrupted', 'OutputError', 'DeviceMixedPrecision', 'RunCallback',
-           'EpochLog', 'StopOnNonFinite', 'Checkpoint', 'read_run_checkpoint']
+           'EpochLog', 'PlainProgress', 'StopOnNonFinite', 'Checkpoint', 'run_checkpoint_problem',
+           'read_run_checkpoint']
 
 # %% ../nbs/07_callbacks.ipynb #6c5250ec
 class TrainingError(RuntimeError):
@@ -69,18 +71,35 @@ def _write_error(path: Path, e: BaseException) -> OutputError|None:
     except OSError: free = ''
     return OutputError(f"could not write {path}: {why}{free}; its previous version, if any, is unchanged")
 
-def _write_atomic(path: Path, save) -> Path:
-    "Call `save(tmp)` to write a temporary file beside `path`, flush it to disk, then rename it to `path` (atomic on POSIX and Windows)"
-    path = Path(path)
-    tmp, err = path.with_name(path.name + '.tmp'), None
+def _umask() -> int:
+    "The process's umask (read by setting it, then putting it back)"
+    mask = os.umask(0o022); os.umask(mask)
+    return mask
+
+@contextlib.contextmanager
+def _signals_held():
+    "Hold Ctrl-C and SIGTERM back until the block ends (main thread), so that a file's rename and the record of it happen together"
+    if not hasattr(signal, 'pthread_sigmask') or threading.current_thread() is not threading.main_thread(): yield; return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try: yield
+    finally: signal.pthread_sigmask(signal.SIG_SETMASK, old)  # a signal that came meanwhile is raised now
+
+def _write_atomic(path: Path, save, then=None) -> Path:
+    "Call `save(tmp)` to write a new temporary file beside `path`, flush it to disk, rename it to `path` and call `then()`, the two not split by Ctrl-C"
+    path, tmp, err = Path(path), None, None
     try:
-        save(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try: os.fsync(fd)
+        fd, name = tempfile.mkstemp(prefix=f'{path.name}.', suffix='.tmp', dir=path.parent)  # O_EXCL: a new file, never a planted link
+        tmp = Path(name)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask())  # as open() would have made it, not mkstemp's 0600
+            save(tmp)
+            os.fsync(fd)
         finally: os.close(fd)
-        os.replace(tmp, path)
+        with _signals_held():
+            os.replace(tmp, path); tmp = None  # the name is replaced, not followed: a link at `path` is replaced, its target untouched
+            if then: then()
     except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no part-written file is left, under either name
-        tmp.unlink(missing_ok=True)
+        if tmp: tmp.unlink(missing_ok=True)
         if (err := _write_error(path, e)) is None: raise
     if err:  # raised out here, so the failed save's frames, and the file they hold open, are freed: the space comes back
         raise err
@@ -95,6 +114,7 @@ class RunCallback(Callback):
 class EpochLog(RunCallback):
     "Write per-epoch losses, accuracy and seconds to `path` (JSON) after every epoch"
     order = 60  # after the Recorder has stored the epoch's values
+    held = False  # True when a Checkpoint writes the file once the epoch's checkpoint is on disk
     def __init__(self, path: Path, info: dict, epochs: list|None=None):
         self.path, self.info, self.epochs = Path(path), info, list(epochs or [])  # rows of epochs already done, when resuming
     def before_epoch(self): self.start = time.perf_counter()
@@ -103,10 +123,25 @@ class EpochLog(RunCallback):
         names, values = self.recorder.metric_names[1:-1], self.recorder.values[-1]
         row = dict(epoch=self.run_epoch, **{n: float(v) for n, v in zip(names, values)}, seconds=time.perf_counter() - self.start)
         self.epochs.append(row)
-        self.write()
+        if not self.held: self.write()
     def write(self, **extra):
         self.info.update(extra)
         _write_atomic(self.path, lambda tmp: tmp.write_text(json.dumps({**self.info, 'epochs': self.epochs}, indent=1)))
+
+# %% ../nbs/07_callbacks.ipynb #482c21cf
+class PlainProgress(Callback):
+    "fastai's ProgressCallback for output that is not a terminal: no bars, one line of the table per epoch"
+    order = 60
+    def before_fit(self):
+        self.old_logger = self.learn.logger
+        if self.old_logger is noop: return  # get_preds and other silent passes: nothing to print
+        self.learn.logger, self.widths = self.write, None
+        self.write(self.recorder.metric_names)
+    def write(self, log):
+        cells = [f'{v:.6f}' if isinstance(v, float) else str(v) for v in log]
+        if self.widths is None: self.widths = [max(8, len(c)) for c in cells]
+        print('  '.join(c.ljust(w) for c, w in zip(cells, self.widths)).rstrip(), flush=True)
+    def after_fit(self): self.learn.logger = self.old_logger
 
 # %% ../nbs/07_callbacks.ipynb #2c87ab4d
 class StopOnNonFinite(RunCallback):
@@ -158,6 +193,7 @@ class Checkpoint(RunCallback):
         self.path, self.settings, self.loaders, self.state, self.write, self.log = Path(path), settings, list(loaders), state, write, log
         self.source = Path(source) if source else self.path  # the checkpoint `state` was read from
         self.done = state['epoch'] if state else 0  # epochs completed, across the run's fits
+        if log is not None and write: log.held = True  # metrics.json records an epoch once its checkpoint is saved
 
     def after_cancel_epoch(self):  # an epoch fastai skips because it was done before the resume
         if self.run_epoch < self.state_epoch: self.recorder.log = L(self.epoch, *self.state['recorder']['values'][self.epoch])  # its row, as the Recorder logs it
@@ -170,10 +206,11 @@ class Checkpoint(RunCallback):
             rec.iters[-1] = r['iters'][self.epoch]
             rec.smooth_loss.count, rec.smooth_loss.val = r['smooth'][0], torch.tensor(r['smooth'][1])
             return
-        if self.write:
-            snapshot = self.snapshot(self.run_epoch + 1)  # taken first: an error while saving is then about the disk
-            _write_atomic(self.path, lambda tmp: torch.save(snapshot, tmp))
-        self.done = self.run_epoch + 1  # only once it is on disk: a failed save leaves the previous checkpoint the last good one
+        done = self.run_epoch + 1
+        if not self.write: self.done = done; return
+        snapshot = self.snapshot(done)  # taken first: an error while saving is then about the disk
+        _write_atomic(self.path, lambda tmp: torch.save(snapshot, tmp), then=lambda: setattr(self, 'done', done))  # done once on disk, Ctrl-C or not
+        if self.log is not None: self.log.write()  # then the epoch's row: metrics.json never records an epoch whose checkpoint is not saved
 
     @property
     def state_epoch(self) -> int: return self.state['epoch'] if self.state else 0
@@ -211,19 +248,58 @@ class Checkpoint(RunCallback):
                 f"{'' if interrupted else 'fix the cause (a lower --lr?), then '}resume with --resume")
 
 # %% ../nbs/07_callbacks.ipynb #5a15964c
-def read_run_checkpoint(path: str|Path) -> dict:
-    "A checkpoint `train` wrote, read with weights_only=True; UsageError if it is missing, unreadable, unsafe or not one"
+def _total_epochs(settings: dict) -> int:
+    "Epochs of a run with these settings: fastai's fine_tune adds a frozen epoch when it starts from weights"
+    return settings['epochs'] + (1 if settings['pretrained'] else 0)
+
+def _replayed(settings: dict, epoch: int) -> int:
+    "How many epochs of its fit a run resumed after `epoch` epochs replays from the checkpoint's recorder"
+    return max(0, epoch - 1) if settings['pretrained'] else epoch  # fine_tune: the frozen fit's one epoch is never replayed
+
+def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
+def _is_num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+def _nums(v) -> bool: return isinstance(v, (list, tuple)) and all(_is_num(x) for x in v)
+
+def run_checkpoint_problem(state: dict) -> str|None:
+    "What is wrong in a checkpoint whose format tag is `train`'s (a key missing, a wrong type, an epoch out of range), or None"
+    missing = [k for k in ('epoch', 'settings', 'model', 'opt', 'scaler', 'random', 'recorder', 'log') if k not in state]
+    if missing: return f"it lacks {', '.join(missing)}"
+    s, r, rnd = state['settings'], state['recorder'], state['random']
+    if not isinstance(s, dict) or (miss := [k for k in ('arch', 'size', 'bs', 'epochs', 'lr', 'pretrained', 'seed', 'lr_used') if k not in s]):
+        return f"its settings lack {', '.join(miss)}" if isinstance(s, dict) else 'its settings are not a dict'
+    if not _is_int(s['epochs']) or s['epochs'] < 1 or not isinstance(s['pretrained'], (bool, str)) or not _is_num(s['lr_used']):
+        return f"its settings are damaged (epochs={s['epochs']!r}, pretrained={s['pretrained']!r}, lr_used={s['lr_used']!r})"
+    total = _total_epochs(s)
+    if not _is_int(state['epoch']) or not 0 <= state['epoch'] <= total: return f"epoch {state['epoch']!r} is not between 0 and the run's {total} epochs"
+    if not isinstance(state['model'], dict) or not state['model'] or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state['model'].items()):
+        return 'its model is not a dict of tensors'
+    if not isinstance(state['opt'], dict) or not isinstance(state['opt'].get('state'), list) or not isinstance(state['opt'].get('hypers'), list):
+        return "its optimiser state is not fastai's (state and hypers)"
+    if state['scaler'] is not None and not isinstance(state['scaler'], dict): return 'its scaler state is not a dict'
+    if not isinstance(rnd, dict) or not {'python', 'torch', 'cuda', 'numpy', 'loaders'} <= set(rnd) or not isinstance(rnd['numpy'], dict) \
+       or not torch.is_tensor(rnd['torch']) or not isinstance(rnd['loaders'], list): return 'its random states are damaged'
+    n = _replayed(s, state['epoch'])
+    if not isinstance(r, dict) or not all(k in r for k in ('values', 'losses', 'lrs', 'iters', 'smooth')) or not all(_nums(v) for v in r['values']) \
+       or not _nums(r['losses']) or not _nums(r['lrs']) or not _nums(r['iters']) or len(r['values']) < n or len(r['iters']) < n \
+       or not isinstance(r['smooth'], (list, tuple)) or len(r['smooth']) != 2: return "its recorder is damaged"
+    if not isinstance(state['log'], list) or len(state['log']) > state['epoch'] or not all(isinstance(row, dict) for row in state['log']):
+        return f"its log has {len(state['log']) if isinstance(state['log'], list) else 'no'} rows for {state['epoch']} epochs"
+    return None
+
+def read_run_checkpoint(path: str|Path, flag: str='--resume') -> dict:
+    "A checkpoint `train` wrote, read with weights_only=True and checked whole; UsageError if it is missing, unreadable, unsafe, damaged or not one"
     path = Path(path).expanduser()
     if not path.is_file(): raise UsageError(f"--resume: no checkpoint at {path}; a run writes one after each epoch (run without --resume to start afresh)")
     try: state = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        if not (unsafe := unsafe_global(e)): raise UsageError(f"--resume {path}: not a readable checkpoint (damaged, or not a torch file)") from None
-        raise UsageError(f"--resume {path}: refused: it holds Python objects other than tensors and numbers, which could run code when "
+        if not (unsafe := unsafe_global(e)): raise UsageError(f"{flag} {path}: not a readable checkpoint (damaged, or not a torch file)") from None
+        raise UsageError(f"{flag} {path}: refused: it holds Python objects other than tensors and numbers, which could run code when "
                          f"loaded (torch.load(weights_only=True) stopped at {unsafe}); only checkpoints written by xresnet-fa train resume") from None
     except Exception as e:
-        raise UsageError(f"--resume {path}: not a readable checkpoint (damaged or cut short?): {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+        raise UsageError(f"{flag} {path}: not a readable checkpoint (damaged or cut short?): {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
     if not isinstance(state, dict) or state.get('format') != FORMAT:
-        raise UsageError(f"--resume {path}: not a checkpoint written by xresnet-fa train (for weights to start from, use --pretrained FILE)")
+        raise UsageError(f"{flag} {path}: not a checkpoint written by xresnet-fa train (for weights to start from, use --pretrained FILE)")
+    if why := run_checkpoint_problem(state): raise UsageError(f"{flag} {path}: a damaged checkpoint: {why}; it cannot be resumed")
     return state
 
 _FLAGS = dict(arch='--arch', data='--data', classes='--data (its classes)', files='--data (its files)', size='--size', bs='--bs',

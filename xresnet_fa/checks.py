@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/checks.html.md"""
 
 # %% ../nbs/12_checks.ipynb #5c013900
 from __future__ import annotations
-import contextlib, functools, inspect, os, reprlib, shutil, tempfile
+import contextlib, errno, functools, inspect, os, reprlib, shutil, stat, tempfile
 from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 from pathlib import Path
@@ -17,11 +17,12 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['MAX_INT', 'RESNET_DEPTHS', 'CHECKS', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool', 'check_ks',
-           'check_p', 'check_size', 'check_module', 'check_instance', 'check_act', 'check_depth', 'check_builder',
-           'check_pretrained', 'check_ndim', 'check_fraction', 'check_path', 'check_multiples', 'one_width_per_stage',
-           'stages_fit', 'block_fits', 'groups_divide', 'se_fits', 'resnext_fits', 'has_four_stages', 'checked',
-           'check_input', 'train_memory', 'check_memory', 'check_writable', 'hold_out', 'write_once']
+__all__ = ['MAX_INT', 'RESNET_DEPTHS', 'CHECKS', 'RUN_FILES', 'UsageError', 'got', 'check_int', 'check_ints', 'check_bool',
+           'check_ks', 'check_p', 'check_size', 'check_module', 'check_instance', 'check_act', 'check_depth',
+           'check_builder', 'check_pretrained', 'check_ndim', 'check_fraction', 'check_path', 'check_multiples',
+           'one_width_per_stage', 'stages_fit', 'block_fits', 'groups_divide', 'se_fits', 'resnext_fits',
+           'has_four_stages', 'checked', 'check_input', 'train_memory', 'check_memory', 'check_writable',
+           'check_no_links', 'hold_out', 'write_once']
 
 # %% ../nbs/12_checks.ipynb #4f2e7542
 class UsageError(ValueError):
@@ -281,21 +282,47 @@ def check_memory(build, arch: str, size: int, bs: int, device: torch.device, hav
                      f"{have/2**30:.1f} GiB free; " + (' or '.join(fits) + ' would fit' if fits else 'use a smaller --size and --bs'))
 
 # %% ../nbs/12_checks.ipynb #9c1d2e06
+RUN_FILES = ('.lock', 'checkpoint.pth', 'metrics.json', 'export.pkl', 'loss.png', 'confusion_matrix.png', 'lr_find.png')  # what a run writes in --out
+
 def check_writable(folder: Path, flag: str='--out') -> Path:
-    "Create `folder` if needed and write a file in it; UsageError naming `flag` if it cannot be written"
+    "Create `folder` if needed and write a file in it (created exclusively: never through a planted link); UsageError naming `flag` if it cannot"
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder/f'.write-test-{os.getpid()}'
-        probe.write_bytes(b'ok'); probe.unlink()
+        fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=folder)
+        os.close(fd); os.unlink(probe)
     except OSError as e: raise UsageError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from None
     return folder
+
+def check_no_links(folder: Path, names: Sequence[str]=RUN_FILES, flag: str='--out') -> Path:
+    "UsageError if one of `names` in `folder`, or its old `.tmp` name, is a link or not a plain file: a run writes through no link it did not make"
+    for name in names:
+        for p in (Path(folder)/name, Path(folder)/f'{name}.tmp'):
+            if p.is_symlink(): why = f"is a symbolic link (to {os.readlink(p)})"
+            elif p.exists() and not p.is_file(): why = 'is not a plain file'
+            else: continue
+            raise UsageError(f"{flag} {folder}: {p.name} {why}, and a run writes through no link it did not make; remove it, or choose another {flag}")
+    return Path(folder)
+
+def _open_lock(path: Path) -> int:
+    "Open (creating) the lock file `path` without following a link; refuse anything but a plain file of its own"
+    try: fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NONBLOCK', 0), 0o644)
+    except OSError as e:
+        why = f"is a symbolic link (to {os.readlink(path)}), and a run writes through no link it did not make; remove it" if e.errno == errno.ELOOP \
+              else f"cannot be opened ({e.strerror or e})"
+        raise UsageError(f"--out {path.parent}: {path.name} {why}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise UsageError(f"--out {path.parent}: {path.name} is {'not a plain file' if not stat.S_ISREG(st.st_mode) else 'a hard link to another file'}, "
+                         f"and a run writes through no link it did not make; remove it")
+    return fd
 
 @contextlib.contextmanager
 def hold_out(out: Path):
     "Hold the run's folder `out`: while this process lives, another run into it is refused; the lock dies with the process"
     if fcntl is None: yield; return
-    with open(Path(out)/'.lock', 'a+') as f:
+    with open(_open_lock(Path(out)/'.lock'), 'r+') as f:
         try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0); pid = f.read().strip() or '?'

@@ -31,7 +31,9 @@ def _train(args) -> int:
               args.channels_last, args.device, args.seed, args.workers, args.valid_pct, args.out, args.cache, args.resume, args.overwrite)
     if m['world_size'] > 1: print(f"rank {m.get('rank', 0)}/{m['world_size']} finished")
     if 'accuracy' in m:
-        print(f"valid accuracy {m['accuracy']:.2%} after {len(m['epochs'])} epochs in {m['seconds']:.1f} s "
+        n, frozen = len(m['epochs']), m.get('frozen_epochs', 0)  # fine_tune's first epoch trains the head alone
+        epochs = f"{frozen} frozen + {n - frozen} epoch{'s' * (n - frozen != 1)}" if frozen else f"{n} epoch{'s' * (n != 1)}"
+        print(f"valid accuracy {m['accuracy']:.2%} after {epochs} in {m['seconds']:.1f} s "
               f"({m['arch']}, {m['device']}); learner, metrics and plots in {args.out}")
     return 0
 
@@ -177,3 +179,5 @@ def main(argv: list[str]|None=None) -> int:
         return 143 if isinstance(e, Terminated) else 130
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)
+        if argv is None and old is not None:  # the command's work is done: a signal from now on ends the process quietly, no traceback
+            signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -8,31 +8,40 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/train.html.md"""
 from __future__ import annotations
 import contextlib, numbers, os, sys, tempfile, time
 from pathlib import Path
+import numpy as np
 import torch
 from fastcore.foundation import L
 import matplotlib.pyplot as plt
 import fastai.callback.all  # patches Learner with fit_one_cycle, fine_tune, lr_find, to_channelslast, progress bars
 from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastcore.imports import in_notebook
 from fastai.distributed import DistributedDL, num_distrib, rank_distrib
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.torch_core import set_seed
 from fastai.vision.learner import vision_learner
-from .checks import UsageError, check_memory, check_writable, hold_out
+from .checks import UsageError, check_memory, check_no_links, check_writable, hold_out
 from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .family import FAMILY
 from .folder import Folder, check_folder, folder_dls, folder_test_dl
 from .fast import describe_speed, speed_defaults
 from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
-                                  Checkpoint, read_run_checkpoint, _check_resume, _write_atomic)
+                                  Checkpoint, PlainProgress, read_run_checkpoint, _check_resume, _total_epochs, _write_atomic)
 
 # %% auto #0
-__all__ = ['MAX_EPOCHS', 'check_options', 'pick_device', 'train']
+__all__ = ['MAX_EPOCHS', 'WORKERS_PER_CORE', 'usable_cores', 'check_options', 'pick_device', 'train']
 
 # %% ../nbs/08_train.ipynb #8345db76
 MAX_EPOCHS = 10_000
+WORKERS_PER_CORE = 4  # --workers above this many per usable core is refused: each worker is a process with its own copy of the pipeline
+
+def usable_cores() -> int:
+    "The CPU cores this process may run on (its affinity mask, else the machine's count)"
+    try: return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError): return os.cpu_count() or 1
 
 def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: int, lr, precision: str, device: torch.device,
                   seed: int=42, workers: int=0, out: str|Path|None=None):
@@ -43,6 +52,9 @@ def check_options(folder: Folder|None, arch: str, size: int, bs: int, epochs: in
     for name, v, low in (('--size', size, 1), ('--bs', bs, 2), ('--epochs', epochs, 1), ('--seed', seed, 0), ('--workers', workers, 0)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low: raise UsageError(f"{name} must be a whole number >= {low}; got {v!r}")
     if seed >= 2**32: raise UsageError(f"--seed must be below 2**32 (NumPy's limit); got {seed}")
+    if workers > (most := WORKERS_PER_CORE*usable_cores()):
+        raise UsageError(f"--workers {workers}: at most {most} ({WORKERS_PER_CORE} per core; this process may use {usable_cores()}); "
+                         f"each worker is a process with a copy of the data pipeline, and more cannot run at once")
     if out is not None and Path(out).exists() and not Path(out).is_dir(): raise UsageError(f"--out {out}: is a file; give a folder for the run's files")
     if epochs > MAX_EPOCHS: raise UsageError(f"--epochs {epochs}: at most {MAX_EPOCHS:,}; fastai, metrics.json and the checkpoint keep a record per epoch")
     if folder is not None and folder.n_train < 2: raise UsageError(f"--data {folder.path}: {folder.n_train} training image; a batch needs at least 2")
@@ -130,20 +142,38 @@ def _check_args(data, cache, out, resume, pretrained, channels_last, overwrite, 
     if channels_last not in (None, True, False): raise UsageError(f"--channels-last must be True, False or None (choose); got {channels_last!r}")
     for name, v in (('--data', data), ('--cache', cache), ('--out', out)):
         if v is not None and not isinstance(v, (str, os.PathLike)): raise UsageError(f"{name} must be a folder path; got {v!r}")
+    for name, v in (('--data', data), ('--cache', cache), ('--out', out), ('--resume', resume), ('--pretrained', pretrained)):
+        if isinstance(v, (str, os.PathLike)) and (long := [p for p in Path(v).parts if len(os.fsencode(p)) > 255]):
+            raise UsageError(f"{name}: the name {os.fsencode(long[0])[:24].decode(errors='replace')}... is {len(os.fsencode(long[0]))} bytes long; "
+                             f"file systems allow 255 bytes per name")
     cbs = [cbs] if isinstance(cbs, Callback) else list(cbs) if isinstance(cbs, (list, tuple, L)) else [] if cbs is None else [cbs]
     if not all(isinstance(cb, Callback) for cb in cbs): raise UsageError(f"cbs must be a list of fastai Callback instances; got {cbs!r}")
     return cbs
 
-def _refuse_unfinished(path: Path):
-    "UsageError when `path` is the checkpoint of a run that has not finished: training afresh into its folder would destroy it"
-    if not path.is_file(): return
-    try: state = read_run_checkpoint(path)
-    except UsageError: return  # not a run's checkpoint: nothing that --resume could continue
-    s = state['settings']
-    total = sum(n for n, *_ in _fits(s['epochs'], 1.0, s['pretrained']))
-    if state['epoch'] < total:
-        raise UsageError(f"--out {path.parent} holds an unfinished run ({state['epoch']} of {total} epochs in {path.name}): --resume continues it; "
-                         f"another --out, or --overwrite, starts afresh")
+def _refuse_existing(out: Path):
+    "UsageError when `out` holds a run, finished or not (or a checkpoint that is not a run's): training afresh would replace it"
+    path, again = out/'checkpoint.pth', "another --out, or --overwrite, starts afresh"
+    if path.is_file():
+        try: state = read_run_checkpoint(path, flag=f'--out {out}: its')
+        except UsageError as e: raise UsageError(f"{e}; {again} (replacing it)") from None
+        total = _total_epochs(state['settings'])
+        if state['epoch'] < total:
+            raise UsageError(f"--out {out} holds an unfinished run ({state['epoch']} of {total} epochs in {path.name}): --resume continues it; {again}")
+        raise UsageError(f"--out {out} holds a finished run ({total} epoch{'s' if total != 1 else ''} in {path.name}): {again} (replacing it)")
+    if (out/'export.pkl').is_file(): raise UsageError(f"--out {out} holds a finished run (its learner, export.pkl): {again} (replacing it)")
+
+def _checkpoint_path(resume, out: Path) -> Path:
+    "out/checkpoint.pth, the only checkpoint --resume continues; UsageError for a --resume PATH elsewhere"
+    path = out/'checkpoint.pth'
+    if isinstance(resume, (str, os.PathLike)) and Path(resume).expanduser().resolve() != path.resolve():
+        given = Path(resume).expanduser()
+        raise UsageError(f"--resume {resume}: --resume continues only the run in --out ({out}); to continue the run it belongs to, give "
+                         f"--out {given.parent} --resume" + ('' if given.name == 'checkpoint.pth' else f" (after naming it {given.parent/'checkpoint.pth'})"))
+    return path
+
+def _python_number(v):
+    "A NumPy number as the Python number it holds (np.float32(0.01) -> float, np.int64(5) -> int); anything else as it is"
+    return v.item() if isinstance(v, (np.integer, np.floating)) else v
 
 def _speed(precision: str, channels_last: bool|None, device: torch.device, state: dict|None, cache) -> tuple[str, bool, str]:
     "(precision, channels_last, why) of the run: what the user gave, else the resumed checkpoint's, else speed_defaults' choice"
@@ -176,16 +206,21 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
           valid_pct: float|None=None, # share held out at random when the folder has no valid/ (default 0.2); refused when it has one
           out: str|Path='out', # folder for export.pkl, metrics.json, checkpoint.pth and plots
           cache: str|Path|None=None, # where the digits are written when `data` is None; default cache_dir()
-          resume: bool|str|Path=False, # True: continue the run saved in out/checkpoint.pth; a path: from that checkpoint
-          overwrite: bool=False, # start afresh even where `out` holds an unfinished run
+          resume: bool|str|Path=False, # True: continue the run saved in out/checkpoint.pth (a path must be that file)
+          overwrite: bool=False, # start afresh even where `out` holds a run, finished or not, replacing it
           cbs: list|None=None, # more fastai callbacks for the fits
          ) -> dict:
     "Train an xResNet on an image folder with fastai; write the learner, metrics, checkpoint and plots to `out`; return the metrics"
     start, rank = time.perf_counter(), rank_distrib()
+    epochs, size, bs, lr, seed, workers, valid_pct = map(_python_number, (epochs, size, bs, lr, seed, workers, valid_pct))
     cbs = _check_args(data, cache, out, resume, pretrained, channels_last, overwrite, cbs)
     device, out = pick_device(device), Path(out).expanduser()
     check_options(None, arch, size, bs, epochs, lr, precision, device, seed, workers, out)  # all that needs no folder, before scanning it
-    ckpt_path = Path(resume) if isinstance(resume, (str, os.PathLike)) else out/'checkpoint.pth'
+    if rank == 0 and workers > usable_cores():
+        print(f"xresnet-fa: warning: --workers {workers} is more than the {usable_cores()} cores this process may use; "
+              f"the run will likely be slower than with --workers {usable_cores()}", file=sys.stderr)
+    ckpt_path = _checkpoint_path(resume, out)
+    if out.is_dir(): check_no_links(out)  # before reading its checkpoint: nothing in it is read or written through a planted link
     state = read_run_checkpoint(ckpt_path) if resume is not False else None
     precision, channels_last, speed = _speed(precision, channels_last, device, state, cache)
     folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
@@ -199,7 +234,8 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     run = {}  # the run's Checkpoint and EpochLog, for the message if it is interrupted
     try:
         with hold_out(check_writable(out)) if rank == 0 else contextlib.nullcontext():
-            if rank == 0 and resume is False and not overwrite: _refuse_unfinished(out/'checkpoint.pth')
+            if rank == 0: check_no_links(out)  # again, now that the run holds the folder
+            if rank == 0 and resume is False and not overwrite: _refuse_existing(out)
             return _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last, speed, device, seed, workers, valid_pct, out,
                                cbs, start, rank, ckpt_path, state, folder, settings, changes, run)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the command line's handler: one line, and where to resume from
@@ -209,6 +245,7 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
         message = f"interrupted at {where}; " + (saver.describe(interrupted=True) if saver else
                                                    f"the checkpoint {ckpt_path} is unchanged" if state else 'no checkpoint was written')
         if log:
+            if saver: del log.epochs[saver.done:]  # an epoch whose checkpoint was not saved is not recorded
             with contextlib.suppress(Exception): log.write(interrupted=message, seconds=time.perf_counter() - start)
         raise Interrupted(message, 143 if isinstance(e, Terminated) else 130) from None
 
@@ -224,10 +261,11 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
     except (ImportError, RuntimeError, OSError, ValueError) as e: raise UsageError(f"--arch {arch} --pretrained: {e}") from None
     if precision != '32': learn.add_cb(DeviceMixedPrecision(amp_mode='fp16' if precision == '16' else 'bf16'))
     if channels_last: learn.to_channelslast(use_amp=False)
+    if not sys.stdout.isatty() and not in_notebook(): learn.remove_cb(ProgressCallback).add_cb(PlainProgress())  # a log file: one line per epoch
     if rank == 0: print(f"xresnet-fa: training in {speed}", file=sys.stderr)  # once the learner is built: the run will start
     info = dict(arch=arch, data=str(folder.path), classes=folder.classes, n_train=folder.n_train, n_valid=folder.n_valid,
                 size=size, bs=bs, epochs=epochs, pretrained=settings['pretrained'], precision=precision, channels_last=channels_last, speed=speed,
-                device=str(device), seed=seed, world_size=max(1, num_distrib()), **folder.problems(),
+                device=str(device), seed=seed, world_size=max(1, num_distrib()), frozen_epochs=1 if pretrained else 0, **folder.problems(),
                 **({'n_test': len(folder.test)} if folder.test else {}))
     if state:
         learn.model.load_state_dict(state['model'])
@@ -252,7 +290,9 @@ def _train_held(arch, epochs, size, bs, lr, pretrained, precision, channels_last
             after = (f"make room there, or choose another --out, then {'resume with --resume' if saver.done else 'start again'}"
                      if isinstance(e, OutputError) else saver.describe())
             message = f"{e.reason}; {after}"
-            if log: log.write(error=message, seconds=time.perf_counter() - start)
+            if log:
+                del log.epochs[saver.done:]  # an epoch whose checkpoint was not saved is not recorded
+                log.write(error=message, seconds=time.perf_counter() - start)
             raise TrainingError(message) from None
         acc = float(learn.recorder.values[-1][2])
         if rank == 0: _save_loss_plot(learn, out)  # before get_preds below resets the recorder

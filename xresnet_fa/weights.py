@@ -153,14 +153,20 @@ TIMM_WEIGHTS = {18: 'resnet18d.ra2_in1k', 34: 'resnet34d.ra2_in1k', 50: 'resnet5
                 101: 'resnet101d.ra2_in1k', 152: 'resnet152d.ra2_in1k',
                 'xresnext50': 'resnext50d_32x4d.bt_in1k', 'xse_resnext26': 'seresnext26d_32x4d.bt_in1k'}  # the family (02b)
 
+def _proxy() -> str|None:
+    "The proxy the hub client would go through for https, if one is set"
+    return next((os.environ[v] for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy') if os.environ.get(v)), None)
+
 def _hub_reachable(timeout: float=3.0) -> bool:
-    "Can we open a connection to the Hugging Face hub (or a proxy is configured)? Answers within `timeout` seconds"
+    "Can we open a connection to the Hugging Face hub, or to the proxy that reaches it? Answers within `timeout` seconds"
     import socket, urllib.parse
-    if any(os.environ.get(v) for v in ('HTTPS_PROXY', 'https_proxy', 'ALL_PROXY', 'all_proxy')): return True
     if os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'): return False
-    host = urllib.parse.urlparse(os.environ.get('HF_ENDPOINT', 'https://huggingface.co')).hostname
-    try: socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError: return False
+    proxy = _proxy()
+    url = urllib.parse.urlparse(proxy if proxy and '://' in proxy else f'http://{proxy}' if proxy else os.environ.get('HF_ENDPOINT', 'https://huggingface.co'))
+    try: port = url.port or {'https': 443, 'http': 80}.get(url.scheme, 1080)  # 1080: a SOCKS proxy
+    except ValueError: return False  # a port that is not a number
+    try: socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, TypeError): return False  # TypeError: no host in the variable
     return True
 
 def imagenet_state_dict(depth: int|str) -> dict:
@@ -179,7 +185,8 @@ def imagenet_state_dict(depth: int|str) -> dict:
     if isinstance(cached, str):  # in the hub cache: timm loads the file, no network
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=cached)).state_dict()
     if not _hub_reachable():  # fail now rather than after the hub client's minute of retries
-        raise RuntimeError(f"the ImageNet weights {name} are not in the Hugging Face cache and the hub cannot be reached (no internet?): "
+        raise RuntimeError(f"the ImageNet weights {name} are not in the Hugging Face cache and the hub cannot be reached "
+                           f"({f'the proxy {_proxy()} does not answer' if _proxy() else 'no internet?'}): "
                            f"pass pretrained=False, or a local file (pretrained='weights.pth')")
     try: return timm.create_model(name, pretrained=True).state_dict()
     except Exception as e:
@@ -205,6 +212,14 @@ def read_checkpoint(path: str|Path) -> dict:
         raise CheckpointError(f"pretrained={str(path)!r}: not a readable weights file (damaged, or not a torch file): "
                               f"{type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
 
+def _check_file_entries(sd, path):
+    "CheckpointError naming the first entry of the weights file `path` that is not a tensor name mapped to a tensor"
+    if not isinstance(sd, dict): raise CheckpointError(f"pretrained={str(path)!r}: holds {got(sd)} where a state dict (tensor names to tensors) was expected")
+    for k, v in sd.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            what = f"the key {reprlib.repr(k)} ({type(k).__name__}) is not a tensor name" if not isinstance(k, str) else f"{k!r} holds {got(v)}, not a tensor"
+            raise CheckpointError(f"pretrained={str(path)!r}: not a state dict of tensors: {what}; save model.state_dict()")
+
 def load_pretrained(model: nn.Module, # a freshly built XResNet
                     depth: int|str, # its depth (or family preset name), to pick the ImageNet weights
                     pretrained: bool|str|Path, # True: ImageNet weights through timm; a path: a local checkpoint
@@ -216,6 +231,7 @@ def load_pretrained(model: nn.Module, # a freshly built XResNet
         raise TypeError(f"pretrained must be True or a weights file path; got {reprlib.repr(pretrained)} ({why})")
     sd = imagenet_state_dict(depth) if pretrained is True else read_checkpoint(pretrained)
     if not isinstance(sd, dict): raise CheckpointError(f"pretrained={pretrained!r}: holds a {type(sd).__name__}, not a state dict")
+    if pretrained is not True: _check_file_entries(_unwrap(sd), pretrained)
     sd, kind = rename(sd, model)
     sd = adapt(sd, model)
     check_fits(sd, model, f'{kind} checkpoint' if pretrained is True else f'pretrained={str(pretrained)!r} ({kind} names)')
