@@ -96,8 +96,11 @@ def _write_atomic(path: Path, save, then=None) -> Path:
             os.fsync(fd)
         finally: os.close(fd)
         with _signals_held():
-            os.replace(tmp, path); tmp = None  # the name is replaced, not followed: a link at `path` is replaced, its target untouched
-            if then: then()
+            try: os.replace(tmp, path)  # the name is replaced, not followed: a link at `path` is replaced, its target untouched
+            finally:
+                if not tmp.exists():  # replaced: record it, even when a signal that came before the hold is raised right here
+                    tmp = None
+                    if then: then()
     except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no part-written file is left, under either name
         if tmp: tmp.unlink(missing_ok=True)
         if (err := _write_error(path, e)) is None: raise
@@ -209,8 +212,12 @@ class Checkpoint(RunCallback):
         done = self.run_epoch + 1
         if not self.write: self.done = done; return
         snapshot = self.snapshot(done)  # taken first: an error while saving is then about the disk
-        _write_atomic(self.path, lambda tmp: torch.save(snapshot, tmp), then=lambda: setattr(self, 'done', done))  # done once on disk, Ctrl-C or not
-        if self.log is not None: self.log.write()  # then the epoch's row: metrics.json never records an epoch whose checkpoint is not saved
+        _write_atomic(self.path, lambda tmp: torch.save(snapshot, tmp), then=lambda: self._saved(done))  # counted once on disk, Ctrl-C or not
+
+    def _saved(self, done: int):
+        "The checkpoint of `done` epochs is on disk: count it, then write the epoch's row (metrics.json never records an epoch whose checkpoint is not saved)"
+        self.done = done
+        if self.log is not None: self.log.write()
 
     @property
     def state_epoch(self) -> int: return self.state['epoch'] if self.state else 0
