@@ -100,7 +100,7 @@ sd = net.state_dict()
     (lambda: imagenet_state_dict([18]), ValueError, 'ImageNet weights exist for depths [18, 34, 50, 101, 152] and for xresnext50, xse_resnext26; got [18]'),
     (lambda: read_checkpoint(Path(__file__).parent), IsADirectoryError, 'is a folder; give a weights file'),
     *[(lambda bad=bad: read_checkpoint(bad), TypeError, f'path must be a file path (str or Path); got {bad}') for bad in (None, 123)],
-    *[(lambda bad=bad: load_pretrained(net, 18, bad), TypeError, f'pretrained must be True or a weights file path; got {bad} (nothing to load)')
+    *[(lambda bad=bad: load_pretrained(net, 18, bad), TypeError, f'pretrained must be True, a weights tag or a weights file path; got {bad} (nothing to load)')
       for bad in (False, None)],
     (lambda: xresnet(18, pretrained=1.5), TypeError, 'pretrained must be True (ImageNet weights), False, or a weights file path; got 1.5 (float)'),
     (lambda: load_pretrained(None, 18, 'w.pth'), TypeError, 'model must be an nn.Module instance'),

@@ -13,8 +13,9 @@ from torch import nn
 from .checks import got, check_module
 
 # %% auto #0
-__all__ = ['TIMM_WEIGHTS', 'timm_name', 'fastai_name', 'CheckpointError', 'naming', 'check_fits', 'rename', 'to_ours', 'to_timm',
-           'adapt', 'imagenet_state_dict', 'unsafe_global', 'read_checkpoint', 'load_pretrained']
+__all__ = ['TIMM_WEIGHTS', 'CFG_KEYS', 'WEIGHT_SUFFIXES', 'timm_name', 'fastai_name', 'CheckpointError', 'naming', 'check_fits',
+           'rename', 'to_ours', 'to_timm', 'adapt', 'preset_name', 'pretrained_tags', 'weights_name', 'pretrained_cfg',
+           'imagenet_state_dict', 'unsafe_global', 'read_checkpoint', 'is_tag', 'load_pretrained']
 
 # %% ../nbs/10_weights.ipynb #5200ed27
 _TIMM_STEM = {'stem_1.conv': 'conv1.0', 'stem_1.bn': 'conv1.1', 'stem_2.conv': 'conv1.3', 'stem_2.bn': 'conv1.4',
@@ -169,19 +170,69 @@ def _hub_reachable(timeout: float=3.0) -> bool:
     except (OSError, TypeError): return False  # TypeError: no host in the variable
     return True
 
-def imagenet_state_dict(depth: int|str) -> dict:
-    "timm's ImageNet weights for resnet{depth}d (or a family preset's timm twin), through timm's loader: from the hub cache, else downloaded"
+def _timm():
+    "timm, or None where it is not installed (it is an optional extra)"
+    try: import timm
+    except ImportError: return None
+    return timm
+
+def _check_weights_key(depth):
+    "`depth` if ImageNet weights exist for it (a depth or a family preset name), else a ValueError listing those that exist"
     if depth not in list(TIMM_WEIGHTS):  # a list, not the dict: an unhashable depth ([18]) gets this message too
         depths, names = [k for k in TIMM_WEIGHTS if isinstance(k, int)], [k for k in TIMM_WEIGHTS if isinstance(k, str)]
         raise ValueError(f"ImageNet weights exist for depths {depths} and for {', '.join(names)}; got {depth!r}")
-    try:
-        import timm
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
+    return depth
+
+def preset_name(depth: int|str) -> str:
+    "Our preset's name for a depth or family name: 50 -> 'xresnet50'"
+    return f'xresnet{depth}' if isinstance(depth, int) else depth
+
+def pretrained_tags(depth: int|str) -> list[str]:
+    "timm's weight tags for the preset of `depth` (or family name), the default (pretrained=True) first; only the default without timm"
+    arch, default = TIMM_WEIGHTS[_check_weights_key(depth)].split('.')
+    if (timm := _timm()) is None: return [default]
+    return sorted({n.split('.', 1)[1] for n in timm.list_pretrained(f'{arch}.*')}, key=lambda t: (t != default, t))
+
+def weights_name(depth: int|str, # a depth or family preset name with ImageNet weights
+                 tag: bool|str=True, # True: the default tag; or a tag of timm's twin, 'a1_in1k' or 'resnet50d.a1_in1k'
+                ) -> str:
+    "timm's full name of the weights for `tag`, e.g. (50, 'a1_in1k') -> 'resnet50d.a1_in1k'; an unknown tag lists the known ones"
+    name = TIMM_WEIGHTS[_check_weights_key(depth)]
+    if tag is True: return name
+    arch = name.split('.')[0]
+    if _timm() is None:
+        raise ImportError(f"pretrained={tag!r} is neither a file nor loadable without timm: a tag of timm's {arch} weights needs timm "
+                          f"(pip install 'xresnet_fa[timm]'); or pass True (default weights, through timm too) or a weights file")
+    tags, short = pretrained_tags(depth), tag[len(arch) + 1:] if tag.startswith(f'{arch}.') else tag
+    if short not in tags:
+        raise ValueError(f"pretrained={tag!r}: no such weights file, and not a tag of timm's {arch}; its tags: {', '.join(tags)} "
+                         f"(pretrained=True: {tags[0]})")
+    return f'{arch}.{short}'
+
+CFG_KEYS = ('hf_hub_id', 'url', 'input_size', 'test_input_size', 'min_input_size', 'fixed_input_size', 'interpolation', 'crop_pct',
+            'test_crop_pct', 'crop_mode', 'mean', 'std', 'num_classes', 'pool_size', 'license', 'origin_url', 'paper_ids', 'notes')
+
+def pretrained_cfg(depth: int|str, # a depth or family preset name with ImageNet weights
+                   tag: bool|str=True, # as for weights_name
+                  ) -> dict:
+    "timm's pretrained config of those weights, for our preset: mean, std, input and test size, crop, interpolation, licence, hub id"
+    name = weights_name(depth, tag)
+    cfg = _timm().models.get_pretrained_cfg(name).to_dict()
+    return {'architecture': preset_name(depth), 'tag': name.split('.')[1], **{k: cfg[k] for k in CFG_KEYS if cfg.get(k) is not None},
+            'first_conv': 'stem_1.conv', 'classifier': 'fc', 'source': 'hf-hub'}  # our tensor names; the weights are timm's twin's
+
+def imagenet_state_dict(depth: int|str, # a depth or family preset name with ImageNet weights
+                        tag: bool|str=True, # True: the default tag; or another of timm's tags ('a1_in1k')
+                       ) -> dict:
+    "timm's ImageNet weights for resnet{depth}d (or a family preset's timm twin), through timm's loader: from the hub cache, else downloaded"
+    _check_weights_key(depth)
+    if _timm() is None and tag is True:
         raise ImportError("pretrained=True loads ImageNet weights through timm, which is not installed: pip install 'xresnet_fa[timm]', "
-                          "or pass pretrained=False or a local file (pretrained='weights.pth')") from None
-    name = TIMM_WEIGHTS[depth]
-    cached = try_to_load_from_cache(f'timm/{name}', 'model.safetensors')
+                          "or pass pretrained=False or a local file (pretrained='weights.pth')")
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+    name = weights_name(depth, tag)
+    cached = try_to_load_from_cache(pretrained_cfg(depth, tag).get('hf_hub_id', f'timm/{name}'), 'model.safetensors')
     if isinstance(cached, str):  # in the hub cache: timm loads the file, no network
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=cached)).state_dict()
     if not _hub_reachable():  # fail now rather than after the hub client's minute of retries
@@ -199,12 +250,16 @@ def unsafe_global(e: Exception) -> str|None:
     return m[1] if m else None
 
 def read_checkpoint(path: str|Path) -> dict:
-    "Tensors from a local weights file, read with weights_only=True (no code runs)"
+    "Tensors from a local weights file (.safetensors, or torch's format read with weights_only=True): no code runs"
     if not isinstance(path, (str, os.PathLike)): raise TypeError(f"path must be a file path (str or Path); got {got(path)}")
     path = Path(path).expanduser()
     if path.is_dir(): raise IsADirectoryError(f"pretrained={str(path)!r} is a folder; give a weights file (e.g. .pth) in it")
     if not path.is_file(): raise FileNotFoundError(f"pretrained={str(path)!r}: no such file")
-    try: return torch.load(path, map_location='cpu', weights_only=True)
+    try:
+        if path.suffix == '.safetensors':  # no pickle at all: tensors only
+            from safetensors.torch import load_file
+            return load_file(path)
+        return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         if unsafe := unsafe_global(e):
             raise CheckpointError(f"pretrained={str(path)!r}: refused by torch.load(weights_only=True): it holds Python objects other than "
@@ -220,20 +275,30 @@ def _check_file_entries(sd, path):
             what = f"the key {reprlib.repr(k)} ({type(k).__name__}) is not a tensor name" if not isinstance(k, str) else f"{k!r} holds {got(v)}, not a tensor"
             raise CheckpointError(f"pretrained={str(path)!r}: not a state dict of tensors: {what}; save model.state_dict()")
 
+WEIGHT_SUFFIXES = ('.pth', '.pt', '.bin', '.ckpt', '.pkl', '.safetensors')
+
+def is_tag(pretrained) -> bool:
+    "Is `pretrained` a weight tag ('a1_in1k', 'resnet50d.a1_in1k') rather than a file: a plain name, no such file, no weights suffix"
+    return (isinstance(pretrained, str) and bool(re.fullmatch(r'[\w.-]+', pretrained)) and not Path(pretrained).exists()
+            and Path(pretrained).suffix.lower() not in WEIGHT_SUFFIXES)
+
 def load_pretrained(model: nn.Module, # a freshly built XResNet
                     depth: int|str, # its depth (or family preset name), to pick the ImageNet weights
-                    pretrained: bool|str|Path, # True: ImageNet weights through timm; a path: a local checkpoint
+                    pretrained: bool|str|Path, # True: ImageNet weights through timm; a tag of them ('a1_in1k'); a path: a local checkpoint
                    ) -> nn.Module:
-    "Load `pretrained` into `model` (new head if n_out differs, first conv adapted if c_in differs); return `model`"
+    "Load `pretrained` into `model` (new head if n_out differs, first conv adapted if c_in differs); set model.pretrained_cfg; return `model`"
     _check_xresnet('model', model)
     if pretrained is not True and not isinstance(pretrained, (str, os.PathLike)):
         why = 'nothing to load' if pretrained is None or pretrained is False else type(pretrained).__name__
-        raise TypeError(f"pretrained must be True or a weights file path; got {reprlib.repr(pretrained)} ({why})")
-    sd = imagenet_state_dict(depth) if pretrained is True else read_checkpoint(pretrained)
+        raise TypeError(f"pretrained must be True, a weights tag or a weights file path; got {reprlib.repr(pretrained)} ({why})")
+    hub = pretrained is True or is_tag(pretrained)
+    sd = imagenet_state_dict(depth, pretrained) if hub else read_checkpoint(pretrained)
     if not isinstance(sd, dict): raise CheckpointError(f"pretrained={pretrained!r}: holds a {type(sd).__name__}, not a state dict")
-    if pretrained is not True: _check_file_entries(_unwrap(sd), pretrained)
+    if not hub: _check_file_entries(_unwrap(sd), pretrained)
     sd, kind = rename(sd, model)
     sd = adapt(sd, model)
-    check_fits(sd, model, f'{kind} checkpoint' if pretrained is True else f'pretrained={str(pretrained)!r} ({kind} names)')
+    check_fits(sd, model, f'{kind} checkpoint' if hub else f'pretrained={str(pretrained)!r} ({kind} names)')
     model.load_state_dict(sd)
+    cfg = pretrained_cfg(depth, pretrained) if hub else {'architecture': preset_name(depth), 'file': str(pretrained), 'source': 'file'}
+    model.pretrained_cfg = model.default_cfg = cfg  # timm's names: default_cfg is its older alias
     return model
