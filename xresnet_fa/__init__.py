@@ -13,6 +13,7 @@ _FROM = {
                'xse_resnext50_deep', 'xse_resnext18_deeper', 'xse_resnext34_deeper', 'xse_resnext50_deeper',
                'xse_resnext26'),  # notebook 02b
     'learner': ('register', 'variant', 'xresnet_split'),  # importing learner registers the presets with fastai
+    'backbone': ('features_only', 'FeatureList', 'FeatureInfo'),  # notebook 14: timm's backbone methods, patched onto XResNet
 }
 __all__ = [name for names in _FROM.values() for name in names]
 
