@@ -42,3 +42,28 @@ class _Package(_types.ModuleType):
 
 _sys.modules[__name__].__class__ = _Package
 if 'fastai' in _sys.modules: _load()  # fastai's cost is paid: register now, as an eager import did
+
+# timm (an optional extra) learns our presets (notebook 15) as soon as both are imported, in either order, and timm is never
+# imported for a user who does not import it: registered now if timm is loaded, else by a finder that waits for timm's import.
+def _register_timm() -> None:
+    import importlib, warnings
+    try: importlib.import_module('.timm_hub', __name__)
+    except Exception as e: warnings.warn(f"xresnet_fa: could not register the presets with timm ({type(e).__name__}: {e})")
+
+class _AfterTimm:
+    "A sys.meta_path finder that lets timm import as usual, then registers the presets with it"
+    def find_spec(self, name, path=None, target=None):
+        if name != 'timm': return None
+        import importlib.util
+        _sys.meta_path.remove(self)  # once: the real finders locate timm
+        spec = importlib.util.find_spec('timm')
+        if spec is not None and spec.loader is not None and hasattr(spec.loader, 'exec_module'):
+            run = spec.loader.exec_module
+            def exec_module(module):
+                run(module)
+                _register_timm()
+            spec.loader.exec_module = exec_module
+        return spec
+
+if 'timm' in _sys.modules: _register_timm()
+elif not any(isinstance(f, _AfterTimm) for f in _sys.meta_path): _sys.meta_path.insert(0, _AfterTimm())

@@ -33,6 +33,7 @@ def xresnet_split(m: nn.Module, # an XResNet, or fastai's nn.Sequential(body, he
     if not isinstance(m, XResNet) and not (isinstance(m, nn.Module) and hasattr(m, '__getitem__')):
         raise TypeError(f"xresnet_split expects an XResNet or fastai's nn.Sequential(body, head) built from one; got {got(m)}")
     body, head = (m[:-4], m[-4:]) if isinstance(m, XResNet) else (m[0], m[1:])
+    if isinstance(getattr(body, 'model', None), XResNet): body = body.model[:-4]  # fastai's TimmBody: vision_learner(dls, 'xresnet50')
     n = _stem_end(body)
     return L(body[:n], body[n:], head).map(params)
 
@@ -48,6 +49,7 @@ def register(arch): # an architecture function: arch(pretrained=...) -> XResNet
     return arch
 
 for arch in FAMILY.values(): register(arch)  # the plain depths and the family (notebook 02b)
+for name in FAMILY: model_meta[name] = dict(cut=None, split=xresnet_split, stats=imagenet_stats)  # by name: fastai builds it with timm (15)
 
 # %% ../nbs/04_learner.ipynb #8f0e5a70
 def _keywords(arch) -> list[str]:

@@ -17,7 +17,8 @@ from .weights import TIMM_WEIGHTS, pretrained_tags, weights_name, CFG_KEYS, rena
 import xresnet_fa.backbone  # timm's backbone methods (feature_info, forward_features, ...) on XResNet
 
 # %% auto #0
-__all__ = ['default_cfgs', 'TIMM_KWARGS', 'timm_cfgs', 'checked_conversion', 'register_timm']
+__all__ = ['default_cfgs', 'TIMM_KWARGS', 'timm_cfgs', 'checked_conversion', 'register_timm', 'save_pretrained',
+           'from_pretrained', 'push_to_hub']
 
 # %% ../nbs/15_timm_hub.ipynb #468a763e
 def _key(name: str) -> int|str|None:
@@ -77,3 +78,43 @@ def register_timm() -> list[str]:
     return list(FAMILY)
 
 register_timm()
+
+# %% ../nbs/15_timm_hub.ipynb #f7f8b0b9
+def _for_hub(model: nn.Module, arch: str|None) -> dict:
+    "Give `model` a pretrained_cfg naming its preset (timm's config for that name, overlaid by any it has); its model_args"
+    cfg = dict(getattr(model, 'pretrained_cfg', None) or {})
+    arch = arch or cfg.get('architecture')
+    if arch not in FAMILY:
+        raise ValueError(f"arch must name the preset the model was built with, one of {', '.join(FAMILY)}; got {arch!r} "
+                         f"(a model built by timm, or loaded with pretrained=, knows its own)")
+    base = get_pretrained_cfg(arch).to_dict()
+    model.pretrained_cfg = model.default_cfg = {**base, **{k: v for k, v in cfg.items() if k not in ('file', 'source')}, 'architecture': arch}
+    conv = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
+    return {'num_classes': model.num_classes, 'in_chans': conv.in_channels}
+
+def save_pretrained(model: nn.Module, # a preset, built by timm.create_model or by its function (xresnet18(n_out=10))
+                    folder: str|Path, # the folder to write: config.json and model.safetensors
+                    arch: str|None=None, # the preset's name; None: the one in model.pretrained_cfg
+                    model_args: dict|None=None, # more keywords to rebuild it with (timm's names), for a model built with them
+                   ) -> Path:
+    "Save `model` in the Hugging Face Hub's layout (timm's save_for_hf), to load back with from_pretrained or timm's 'local-dir:'"
+    args = {**_for_hub(model, arch), **(model_args or {})}
+    timm.models.save_for_hf(model, folder, model_args=args, safe_serialization=True)
+    return Path(folder)
+
+def from_pretrained(source: str|Path, # a folder save_pretrained wrote, or a Hub repo id 'user/name'
+                    **kwargs, # more for timm.create_model: num_classes, in_chans, features_only, ...
+                   ) -> nn.Module:
+    "The model saved at `source`, through timm's 'local-dir:' (a folder) or 'hf-hub:' (a repo id) route"
+    route = 'local-dir' if Path(source).expanduser().is_dir() else 'hf-hub'
+    return timm.create_model(f'{route}:{Path(source).expanduser() if route == "local-dir" else source}', pretrained=True, **kwargs)
+
+def push_to_hub(model: nn.Module, # as for save_pretrained
+                repo_id: str, # 'user/name' on the Hub
+                arch: str|None=None, # as for save_pretrained
+                model_args: dict|None=None, # as for save_pretrained
+                **kwargs, # more for timm's push_to_hf_hub: commit_message, private, token, model_card, ...
+               ) -> str:
+    "Upload `model` to the Hugging Face Hub as `repo_id`, in save_pretrained's layout (needs a token: huggingface-cli login)"
+    args = {**_for_hub(model, arch), **(model_args or {})}
+    return timm.models.push_to_hf_hub(model, repo_id, model_args=args, **kwargs)
