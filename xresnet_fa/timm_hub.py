@@ -49,6 +49,7 @@ def checked_conversion(sd: dict, # a checkpoint as timm read it: timm's, fastai'
                        model: nn.Module, # the XResNet timm built
                       ) -> dict:
     "timm's pretrained_filter_fn: `sd` renamed to ours, head and first conv fitted to `model`, every tensor checked"
+    if not isinstance(model.fc, nn.Linear): sd = {k: v for k, v in sd.items() if not k.startswith('fc.')}  # num_classes=0: no classifier
     sd, kind = rename(sd, model)
     sd = adapt(sd, model)
     check_fits(sd, model, f'{kind} checkpoint')

@@ -226,7 +226,8 @@ def imagenet_state_dict(depth: int|str, # a depth or family preset name with Ima
                        ) -> dict:
     "timm's ImageNet weights for resnet{depth}d (or a family preset's timm twin), through timm's loader: from the hub cache, else downloaded"
     _check_weights_key(depth)
-    if _timm() is None and tag is True:
+    if _timm() is None:
+        if tag is not True: weights_name(depth, tag)  # says that a tag needs timm
         raise ImportError("pretrained=True loads ImageNet weights through timm, which is not installed: pip install 'xresnet_fa[timm]', "
                           "or pass pretrained=False or a local file (pretrained='weights.pth')")
     import timm
