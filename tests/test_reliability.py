@@ -349,3 +349,15 @@ def test_non_finite_loss_from_the_command_line_is_one_line_and_exit_1(small, tmp
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith('xresnet-fa: training stopped: the training loss is nan at epoch 1, training batch 3 of 15'), r.stderr[-3000:]
     assert 'Traceback' not in r.stderr and f"is {tmp_path/'out'/'checkpoint.pth'}" in last
+
+
+def test_counting_leaves_the_models_mode_alone():
+    "summary and count_macs run slices of the model in eval mode on the meta device; an eval model stays in eval mode (it did not: silent train-mode BatchNorm)"
+    from xresnet_fa import xresnet18
+    from xresnet_fa.xresnet import count_macs, summary
+    m = xresnet18().eval()
+    summary(m, 32); count_macs(m[:-1], 32); count_macs(m.stage_1, 8, c_in=64)
+    assert not any(part.training for part in m.modules())
+    m.train(); m.stage_2.eval()
+    summary(m, 32)
+    assert m.training and m.stage_1.training and not any(part.training for part in m.stage_2.modules())

@@ -11,14 +11,12 @@ from torch import nn
 from fastcore.basics import patch
 from .checks import check_input
 from .conv import init_weights
-from .xresnet import XResNet, _on_meta
+from .xresnet import HEAD, XResNet, _on_meta
 
 # %% auto #0
-__all__ = ['HEAD', 'FeatureInfo', 'level_names', 'FeatureList', 'features_only']
+__all__ = ['FeatureInfo', 'level_names', 'FeatureList', 'features_only']
 
-# %% ../nbs/14_backbone.ipynb #69a2fc2c
-HEAD = ('pool', 'flatten', 'dropout', 'fc')  # Part I's head, in order: everything before it is the features
-
+# %% ../nbs/14_backbone.ipynb #d883b8ad
 class FeatureInfo(list):
     "timm's feature_info: a list of dicts {'num_chs', 'reduction', 'module'}, one per level, with timm's accessors"
     def channels(self, idx=None) -> list|int: return self._get('num_chs', idx)
@@ -40,12 +38,11 @@ def feature_info(self: XResNet) -> FeatureInfo:
     conv, names = _first_conv(self), level_names(self)
     side = 2**(len(names) + 4)  # a power of two, so every stride divides it
     x = torch.empty(1, conv.in_channels, *[side]*(conv.weight.ndim - 2), device='meta')
-    shapes, modes = {}, {m: m.training for m in self.modules()}  # _on_meta runs a slice in eval mode: every part's own mode comes back
+    shapes = {}
     hooks = [self._modules[n].register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape)) for n in names]
-    try: _on_meta(self[:self.head_start], x)
+    try: _on_meta(self[:self.head_start], x)  # in eval mode; every part's own mode comes back
     finally:
         for h in hooks: h.remove()
-        for m, training in modes.items(): m.training = training
     return FeatureInfo({'num_chs': shapes[n][1], 'reduction': side//shapes[n][2], 'module': n} for n in names)
 
 @patch(as_prop=True)

@@ -35,9 +35,10 @@ DEPTHS = {  # depth: (expansion, blocks per stage)
 def _on_meta(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     "m(x) in eval mode with every parameter and buffer swapped for an empty meta tensor of its shape: shapes and op counts, no arithmetic"
     meta = {k: torch.empty_like(v, device='meta') for k, v in itertools.chain(m.named_parameters(), m.named_buffers())}
-    was_training = m.training
+    modes = {part: part.training for part in m.modules()}  # each part's own mode comes back, also where `m` is a new slice of a model
     try: return torch.func.functional_call(m.eval(), meta, (x.to('meta'),))
-    finally: m.train(was_training)
+    finally:
+        for part, training in modes.items(): part.training = training
 
 @checked
 def count_params(m: nn.Module) -> int:
