@@ -50,6 +50,8 @@ def head_start(self: XResNet) -> int:
     "Index of the first part of the head (`pool`)"
     return list(self._modules).index(HEAD[0])
 
+XResNet.__jit_unused_properties__ = ['feature_info', 'head_start', 'num_features', 'num_classes']  # TorchScript compiles properties, except these
+
 # %% ../nbs/14_backbone.ipynb #96ae7db8
 @patch
 def forward_features(self: XResNet, x: torch.Tensor) -> torch.Tensor:
