@@ -112,10 +112,11 @@ def _lr(v: str):
     try: return float(v)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a number or 'find', got {v!r}") from None
 
-def _speed_options(p: argparse.ArgumentParser):
-    p.add_argument('--precision', choices=['auto', '32', '16', 'bf16'], default='auto',
+def _speed_options(p: argparse.ArgumentParser, int8: bool=False):
+    p.add_argument('--precision', choices=['auto', '32', '16', 'bf16', *(['int8'] if int8 else [])], default='auto',
                    help='auto (default): bf16 mixed precision where the device runs it faster (CUDA 8.0+, or a CPU where a probe measures it), '
-                        'else float32; 32 turns it off; 16 needs CUDA')
+                        'else float32; 32 turns it off; 16 needs CUDA' + ('; int8 (CPU, asked for): quantized, calibrated on the first batch of '
+                        'the images and compiled by Inductor, which takes a minute or more' if int8 else ''))
     p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                    help='channels-last memory format (default: on for CPU and CUDA); --no-channels-last turns it off')
 
@@ -161,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--model', default='out/export.pkl', help='exported learner (default: out/export.pkl); trusted files only')
     r.add_argument('images', nargs='+', help='image files')
     r.add_argument('--bs', type=int, default=64, help='images per batch (default: 64)')
-    _speed_options(r)
+    _speed_options(r, int8=True)
     r.set_defaults(func=_predict)
     v = sub.add_parser('speed', help="the CPU bf16 probe's kept answers, and where they are kept")
     v.add_argument('--clear', action='store_true', help='forget them: the next run measures again')

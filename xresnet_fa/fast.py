@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/fast.html.md"""
 
 # %% ../nbs/11_fast.ipynb #5f8a9f9f
 from __future__ import annotations
-import contextlib, copy, dataclasses, errno, functools, itertools, json, os, platform, statistics, time
+import contextlib, copy, dataclasses, errno, functools, itertools, json, os, platform, statistics, time, warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 import torch
@@ -22,8 +22,8 @@ except ImportError: fcntl = None  # Windows: the probe runs without a lock
 __all__ = ['NOISE', 'MIN_SHARE', 'BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'Workload',
            'probe_answers', 'clear_probe', 'probe_bf16', 'bf16_speedup', 'correct_probe', 'describe_speed',
            'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
-           'tiny_inputs_in_float32', 'InDtype', 'fast_inference', 'NotAClassifier', 'classifier', 'top_labels',
-           'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
+           'tiny_inputs_in_float32', 'InDtype', 'quantize_int8', 'fast_inference', 'NotAClassifier', 'classifier',
+           'top_labels', 'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
@@ -289,15 +289,49 @@ class InDtype(nn.Module):
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device('cpu'))
 
+# %% ../nbs/11_fast.ipynb #q8000001
+def quantize_int8(model: nn.Module, # a network in eval mode, usually `fuse(model)`
+                  calibration, # a few batches of real inputs (the training data's), as the model will see them
+                 ) -> nn.Module:
+    "`model` exported (any batch size), annotated by torchao's X86InductorQuantizer, calibrated on `calibration`, converted to int8 (PT2E); compile it with Inductor to run int8 kernels"
+    check_module('model', model)
+    batches = [x for x in calibration]
+    if not batches or not all(isinstance(x, torch.Tensor) for x in batches):
+        raise ValueError("quantize_int8 needs calibration: a non-empty list of input batches (tensors), a few of the training data's")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # torchao: where PT2E's quantizers live now
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # export's and torchao's deprecation notes
+        graph = torch.export.export(model.eval(), (batches[0],), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for x in batches: prepared(x)  # observers record each activation's range
+        return convert_pt2e(prepared)
+
 # %% ../nbs/11_fast.ipynb #232e721a
 def fast_inference(model: nn.Module, # an XResNet
                    compile: bool=True, # torch.compile with Inductor freezing (weights as constants)
-                   precision: str='auto', # 'auto': bf16 where it is faster on the model's device (speed_defaults); '32', '16' or 'bf16'
+                   precision: str='auto', # 'auto': bf16 where it is faster on the model's device (speed_defaults); '32', '16', 'bf16', or 'int8' (CPU, asked for)
+                   calibration=None, # for 'int8': a few batches of real inputs (the training data's)
+                   size: int=160, # input side the 'auto' probe times (an inference step of this model)
+                   bs: int=16, # batch the 'auto' probe times
                   ) -> nn.Module:
     "`fuse(model)` in the fastest precision for its device, compiled with frozen weights: the fastest way we know to run inference"
     check_module('model', model); check_bool('compile', compile)
-    precision, _, _ = speed_defaults(_device(model), precision, True)
+    if precision == 'int8':  # never chosen by 'auto': int8 changes the outputs, so it is asked for, and calibrated
+        if calibration is None: raise ValueError("precision 'int8' needs calibration=: a few batches of real inputs (the training data's) to fit its scales")
+        q = quantize_int8(fuse(model), calibration)
+        return torch.compile(q, options={'freezing': True}) if compile else q
     fused = fuse(model)
+    device = _device(model)
+    if precision == 'auto' and device.type == 'cpu' and native_bf16(device):  # the probe times this model's inference step, not a stand-in
+        c_in = next(m for m in fused.modules() if isinstance(m, nn.Conv2d)).in_channels
+        def step(bf16: bool, x=torch.randn(bs, c_in, size, size).to(memory_format=torch.channels_last)):
+            with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): fused(x)
+        x = probe_bf16(Workload(f"{type(model).__name__} of {sum(p.numel() for p in model.parameters())} parameters", size, bs, c_in, train=False), step=step)['ratio']
+        precision = 'bf16' if x >= BF16_MIN_SPEEDUP else '32'
+    else: precision, _, _ = speed_defaults(device, precision, True)
     if precision != '32': tiny_safe(fused); fused = InDtype(fused, _DTYPES[precision])  # our copy: its convs stay tiny-safe
     return torch.compile(fused, options={'freezing': True}) if compile else fused
 
@@ -335,7 +369,7 @@ def unreadable(e: Exception) -> str:
 def predict_batches(learn, # a fastai Learner, such as load_learner returns
                     items: list, # image files
                     bs: int=64, # images per batch
-                    precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
+                    precision: str='auto', # 'auto', '32', '16' (CUDA), 'bf16', or 'int8' (CPU: calibrated on the first batch of `items`)
                     channels_last: bool|None=None, # None: on for CPU and CUDA
                    ) -> tuple[str, Iterator]:
     "(how it runs, an iterator of (item, probabilities or None, why it could not be read or None) in the order of `items`)"
@@ -343,7 +377,11 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
     check_int('bs', bs)
     _, classes, act, _ = classifier(learn)
     device = _device(learn.model)
-    precision, channels_last, how = speed_defaults(device, precision, channels_last)
+    int8 = precision == 'int8'
+    if int8 and device.type != 'cpu': raise ValueError(f"precision 'int8' runs on the CPU (X86InductorQuantizer); the model is on {device.type}")
+    precision, channels_last, how = speed_defaults(device, '32' if int8 else precision, True if int8 else channels_last)
+    if int8: how = 'int8 (asked: calibrated on the first batch of these images, then compiled by Inductor), channels-last'
+    compiled = {}  # int8: the quantized model, made from the first batch
     try: model = fuse(learn.model, channels_last=channels_last)
     except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
     tiny_safe(model)  # a copy: its convs may stay tiny-safe
@@ -352,7 +390,8 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
         xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
         if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            out = model(xb).float()
+            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(model, [xb]), options={'freezing': True})
+            out = (compiled['q'] if int8 else model)(xb).float()
             if out.ndim != 2 or out.shape[1] != len(classes):
                 raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
             return act(out).as_subclass(torch.Tensor)
