@@ -2,7 +2,7 @@
 batch 16, 160 px, 10 classes), interleaved repeats, medians. Rows: fastai's `xresnet50` eager (eval, inference_mode, float32, channels-first,
 the baseline), ours eager, `fast_inference` with its defaults (the probe of this model's inference step chooses bf16 or float32),
 '32', 'bf16', and 'int8' (asked-for: calibrated on 4 random batches, which is enough for timing, not for accuracy: see 11_fast).
-Compile (and quantize) times are reported apart. The same weights in all (ours are fastai's, tensor for tensor; random here).
+Compile (and quantize) times are reported apart. Random weights (the same network as fastai's; speed does not depend on the values).
 Run: python benchmarks/fast_inference.py [--arch xresnet50] [--bs 16] [--size 160] [--repeats 5] [--rows auto 32 bf16 int8] [--json F]
 """
 import argparse, json, statistics, time, warnings
@@ -26,7 +26,6 @@ def main():
     torch.manual_seed(0)
     fastai_model = getattr(fx, a.arch)(n_out=10).eval()
     ours = FAMILY[a.arch](n_out=10).eval()
-    ours.load_state_dict(fastai_model.state_dict())  # the same network, tensor for tensor
     xs = [torch.randn(a.bs, 3, a.size, a.size) for _ in range(a.batches)]
     models, build_s = {'fastai eager': fastai_model, 'ours eager': ours}, {}
     for prec in a.rows:

@@ -322,7 +322,7 @@ def fast_inference(model: nn.Module, # an XResNet
     if precision == 'int8':  # never chosen by 'auto': int8 changes the outputs, so it is asked for, and calibrated
         if calibration is None: raise ValueError("precision 'int8' needs calibration=: a few batches of real inputs (the training data's) to fit its scales")
         q = quantize_int8(fuse(model), calibration)
-        return torch.compile(q, options={'freezing': True}) if compile else q
+        return torch.compile(q) if compile else q  # Inductor's freezing fails on int8 prepacking of a graph exported for any batch (torch 2.14)
     fused = fuse(model)
     device = _device(model)
     if precision == 'auto' and device.type == 'cpu' and native_bf16(device):  # the probe times this model's inference step, not a stand-in
@@ -390,7 +390,7 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
         xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
         if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(model, [xb]), options={'freezing': True})
+            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(model, [xb]))
             out = (compiled['q'] if int8 else model)(xb).float()
             if out.ndim != 2 or out.shape[1] != len(classes):
                 raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
