@@ -390,7 +390,7 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
         xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
         if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(model, [xb]))
+            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(fuse(learn.model), [xb]))  # a fresh copy: export mis-traces the tiny-safe class swap
             out = (compiled['q'] if int8 else model)(xb).float()
             if out.ndim != 2 or out.shape[1] != len(classes):
                 raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
