@@ -19,7 +19,7 @@ try: import fcntl
 except ImportError: fcntl = None  # Windows: the probe runs without a lock
 
 # %% auto #0
-__all__ = ['NOISE', 'MIN_SHARE', 'BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'Workload',
+__all__ = ['NOISE', 'MIN_SHARE', 'PRECISION_NAMES', 'BF16_MIN_SPEEDUP', 'fold_bn', 'fuse', 'native_bf16', 'Workload',
            'probe_answers', 'clear_probe', 'probe_bf16', 'bf16_speedup', 'correct_probe', 'describe_speed',
            'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
            'tiny_inputs_in_float32', 'InDtype', 'quantize_int8', 'fast_inference', 'NotAClassifier', 'classifier',
@@ -142,6 +142,7 @@ def _probe(step: Callable[[bool], None], # runs one step; bf16 autocast (True) o
     return dict(ratio=round(ratio, 3), pairs=len(f32), f32_s=round(statistics.median(f32), 5), bf16_s=round(statistics.median(b16), 5),
                 share=round(statistics.median(shares), 2), clear=abs(ratio/threshold - 1) > NOISE, busy=statistics.median(shares) < MIN_SHARE)
 
+PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
 BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
 
 def _probe_file(cache) -> Path: return Path(cache if cache is not None else cache_dir()).expanduser()/'bf16_probe.json'
@@ -156,7 +157,7 @@ def probe_answers(cache: str|Path|None=None) -> tuple[Path, dict]:
 
 def _keep(path: Path, known: dict):
     with contextlib.suppress(OSError):  # an unwritable cache only means measuring again next time
-        tmp = path.with_suffix('.tmp'); tmp.write_text(json.dumps(known, indent=1)); os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_suffix('.tmp'); tmp.write_text(json.dumps(known, indent=1)); os.replace(tmp, path)
 
 def clear_probe(cache: str|Path|None=None) -> int:
     "Forget the probe's kept answers; return how many there were"
@@ -205,8 +206,6 @@ def correct_probe(workload: Workload, # the run's step
     return f"this run's {PRECISION_NAMES[precision]} steps took {seconds*1000:.0f} ms, against the probe's {a['ratio']:.2f}x: the kept answer is {what}"
 
 # %% ../nbs/11_fast.ipynb #a1f0c009
-PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
-
 def describe_speed(precision: str, channels_last: bool, reason: str|None=None) -> str:
     "The setting in words, for messages: 'float32 (reason), channels-last'"
     return f"{PRECISION_NAMES[precision]}{f' ({reason})' if reason else ''}, {'channels-last' if channels_last else 'channels-first (NCHW)'}"
