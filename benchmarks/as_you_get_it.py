@@ -11,7 +11,9 @@ over epochs), final validation accuracy, peak resident memory of the process; me
 Inference, on the validation images with our trained learner: `predict_files` (what `xresnet-fa predict` runs: its defaults) and
 `fast_inference` (defaults, compiled; compile time reported apart) against fastai's `learn.get_preds` and the eager model in
 float32; interleaved repeats, medians.
-Run: python benchmarks/as_you_get_it.py [--arch xresnet50] [--size 128] [--epochs 2] [--seeds 3] [--json F]
+int8: `fast_inference(precision='int8')`, calibrated on the first 4 validation batches, compiled (time apart); --no-int8 leaves it out.
+--busy: only the CPU bf16 probe of the training step (--arch, --size, --bs), idle and then beside a burner, with its decisions.
+Run: python benchmarks/as_you_get_it.py [--arch xresnet50] [--size 128] [--epochs 2] [--seeds 3] [--busy] [--json F]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -68,7 +70,7 @@ def train_script(family, data, arch, size, bs, epochs, seed):
     return dict(json.loads(out.strip().splitlines()[-1]), peak_mib=mib)
 
 
-def inference(export, data, repeats, bs, compile=True):
+def inference(export, data, repeats, bs, compile=True, int8=True):
     "In this process: our predict path and fast_inference against fastai's get_preds and the eager model, on the valid images"
     import torch, warnings
     from fastai.learner import load_learner
@@ -83,6 +85,11 @@ def inference(export, data, repeats, bs, compile=True):
     start = time.perf_counter(); fast = fast_inference(learn.model, compile=compile)
     with torch.inference_mode(): fast(batches[0])
     compile_s = time.perf_counter() - start
+    int8_s = None
+    if int8 and compile:  # asked-for int8: calibrated on the first 4 validation batches (this benchmark keeps no training data), compiled
+        start = time.perf_counter(); q8 = fast_inference(learn.model, precision='int8', calibration=batches[:4])
+        with torch.inference_mode(): q8(batches[0])
+        int8_s = time.perf_counter() - start
     def get_preds():
         with learn.no_bar(): return learn.get_preds(dl=learn.dls.test_dl(files, bs=bs, num_workers=0))[0]
     def predict(): return predict_files(learn, files, bs)[1]
@@ -90,7 +97,10 @@ def inference(export, data, repeats, bs, compile=True):
         with torch.inference_mode(): return torch.cat([eager(x) for x in batches])
     def model_fast():
         with torch.inference_mode(): return torch.cat([fast(x) for x in batches])
-    steps = dict(get_preds=get_preds, predict_files=predict, eager_model=model_eager, fast_inference=model_fast)
+    def model_int8():
+        with torch.inference_mode(): return torch.cat([q8(x) for x in batches])
+    steps = dict(get_preds=get_preds, predict_files=predict, eager_model=model_eager, fast_inference=model_fast,
+                 **(dict(fast_inference_int8=model_int8) if int8_s is not None else {}))
     times = {k: [] for k in steps}
     outs = {k: f() for k, f in steps.items()}  # warm-up, and the answers to compare
     for _ in range(repeats):
@@ -99,10 +109,30 @@ def inference(export, data, repeats, bs, compile=True):
     n = len(files)
     ips = {k: [n/t for t in v] for k, v in times.items()}
     agree = {k: float((outs[k].argmax(1) == outs['get_preds'].argmax(1)).float().mean()) for k in outs}
-    return dict(images=n, bs=bs, compile_seconds=compile_s, images_per_s=ips, agree_with_get_preds=agree,
+    extra = dict(int8_vs_eager_model=statistics.median(ips['fast_inference_int8'])/statistics.median(ips['eager_model'])) if int8_s is not None else {}
+    return dict(images=n, bs=bs, compile_seconds=compile_s, int8_compile_seconds=int8_s, images_per_s=ips, agree_with_get_preds=agree,
                 speed=speed_defaults(torch.device('cpu'))[2],
                 ratios=dict(predict_files_vs_get_preds=statistics.median(ips['predict_files'])/statistics.median(ips['get_preds']),
-                            fast_inference_vs_eager_model=statistics.median(ips['fast_inference'])/statistics.median(ips['eager_model'])))
+                            fast_inference_vs_eager_model=statistics.median(ips['fast_inference'])/statistics.median(ips['eager_model']), **extra))
+
+
+def busy_probe(arch, size, bs):
+    "The CPU bf16 probe of this run's training step, on an idle machine and beside a burner (a spinning process per core)"
+    from xresnet_fa.fast import BF16_MIN_SPEEDUP, Workload, probe_bf16
+    work, res = Workload(arch, size, bs), {}
+    code = "import time\nt = time.time()\nwhile time.time() - t < 3600: pass"
+    for mode in ('idle', 'busy'):
+        procs = [subprocess.Popen([sys.executable, '-c', code]) for _ in range(os.cpu_count() or 1)] if mode == 'busy' else []
+        try:
+            with tempfile.TemporaryDirectory() as c:
+                start = time.perf_counter(); r = probe_bf16(work, c); r['seconds'] = time.perf_counter() - start
+        finally:
+            for q in procs: q.kill(); q.wait()
+        r['decision'] = 'bf16' if r['ratio'] >= BF16_MIN_SPEEDUP else 'float32'
+        res[mode] = r
+        print(f"probe {mode}: {work}: {r['ratio']:.2f}x -> {r['decision']} ({r['pairs']} pairs, thread share {r['share']:.0%}, "
+              f"{'kept' if r['kept'] else 'not kept'}; {r['seconds']:.1f} s)", flush=True)
+    return res
 
 
 def med(xs): return statistics.median(xs), min(xs), max(xs)
@@ -120,10 +150,16 @@ def main():
     p.add_argument('--infer-repeats', type=int, default=3)
     p.add_argument('--infer-bs', type=int, default=64)
     p.add_argument('--compile', action=argparse.BooleanOptionalAction, default=True, help="fast_inference's torch.compile (default: on)")
+    p.add_argument('--int8', action=argparse.BooleanOptionalAction, default=True, help='add the int8 row (compiled; needs --compile)')
+    p.add_argument('--busy', action='store_true', help="only run the CPU bf16 probe of this run's step, idle and beside a CPU burner, and print its decisions")
     p.add_argument('--json', help='write the results here')
     p.add_argument('--child', help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child: return user_script(a.child, a.data, a.arch, a.size, a.bs, a.epochs, a.seeds)
+    if a.busy:
+        res = busy_probe(a.arch, a.size, a.bs)
+        if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+        return
     if a.data is None:
         from xresnet_fa.data import digits_folder
         a.data = str(digits_folder())
@@ -137,7 +173,7 @@ def main():
                 runs[f].append(r)
                 print(f"seed {seed} {f:>6}: {r['images_per_s']:6.1f} images/s, accuracy {r['accuracy']:.2%}, "
                       f"peak {r['peak_mib']:.0f} MiB", flush=True)
-        infer = inference(Path(tmp)/'ours0'/'export.pkl', a.data, a.infer_repeats, a.infer_bs, a.compile) if 'ours' in a.families else None
+        infer = inference(Path(tmp)/'ours0'/'export.pkl', a.data, a.infer_repeats, a.infer_bs, a.compile, a.int8) if 'ours' in a.families else None
     summary = {f: dict(images_per_s=med([r['images_per_s'] for r in rs]), accuracy=med([r['accuracy'] for r in rs]),
                        peak_mib=med([r['peak_mib'] for r in rs])) for f, rs in runs.items()}
     print(f"\n{a.arch} at {a.size} px, batch {a.bs}, {a.epochs} epochs, seeds 0-{a.seeds - 1}; medians (min-max)")
@@ -161,6 +197,9 @@ def main():
         print(f"  predict_files / get_preds: {infer['ratios']['predict_files_vs_get_preds']:.2f}x; "
               f"fast_inference / eager model: {infer['ratios']['fast_inference_vs_eager_model']:.2f}x "
               f"(compiled once in {infer['compile_seconds']:.1f} s, not counted)")
+        if infer['int8_compile_seconds'] is not None:
+            print(f"  fast_inference int8 / eager model: {infer['ratios']['int8_vs_eager_model']:.2f}x "
+                  f"(quantized and compiled once in {infer['int8_compile_seconds']:.1f} s, not counted)")
     if a.json:
         import torch, fastai, timm
         from xresnet_fa.fast import _cpu_name

@@ -52,3 +52,15 @@ def test_eager_fusion_finds_conv_bn_relu_by_name():
     assert type(fused.conv).__name__ == 'ConvReLU2d' and isinstance(fused.bn, nn.Identity)
     x = torch.randn(2, 3, 9, 9)
     with torch.no_grad(): assert torch.allclose(fused(x), block(x), atol=1e-5)
+
+
+def test_fast_inference_int8_is_asked_for_and_close():
+    "precision='int8' needs calibration; uncompiled (reference int8 arithmetic), any batch size, logits close to float32"
+    from xresnet_fa.fast import fast_inference
+    torch.manual_seed(0)
+    m, cal = xresnet(18, n_out=10).eval(), [torch.randn(4, 3, 32, 32) for _ in range(3)]
+    with pytest.raises(ValueError, match="precision 'int8' needs calibration="): fast_inference(m, precision='int8')
+    q = fast_inference(m, compile=False, precision='int8', calibration=cal)
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad(): a, b = q(x), m(x)
+    assert a.shape == (5, 10) and (a - b).abs().max() <= 0.1*b.abs().max(), (a - b).abs().max()

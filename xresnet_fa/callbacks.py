@@ -22,7 +22,7 @@ from .weights import unsafe_global
 
 # %% auto #0
 __all__ = ['FORMAT', 'TrainingError', 'Terminated', 'Interrupted', 'OutputError', 'DeviceMixedPrecision', 'RunCallback',
-           'EpochLog', 'PlainProgress', 'StopOnNonFinite', 'Checkpoint', 'run_checkpoint_problem',
+           'EpochLog', 'PlainProgress', 'StopOnNonFinite', 'StepSpeed', 'Checkpoint', 'run_checkpoint_problem',
            'read_run_checkpoint']
 
 # %% ../nbs/07_callbacks.ipynb #6c5250ec
@@ -158,6 +158,29 @@ class StopOnNonFinite(RunCallback):
             kind = 'training' if self.training else 'validation'
             raise TrainingError(f"the {kind} loss is {self.loss.float().mean().item()} at epoch {self.run_epoch}, "
                                 f"{kind} batch {self.iter + 1} of {self.n_iter}")
+
+# %% ../nbs/07_callbacks.ipynb #stsp0002
+import statistics, sys
+from .fast import Workload, correct_probe
+
+# %% ../nbs/07_callbacks.ipynb #stsp0003
+class StepSpeed(Callback):
+    "Time the first epoch's training steps (forward+backward, CPU seconds); then correct the CPU probe's kept answer where the run contradicts it"
+    order, run_valid = 99, False
+    def __init__(self, workload: Workload, precision: str, cache=None, skip: int=2):
+        self.workload, self.precision, self.cache, self.skip = workload, precision, cache, skip
+        self.times, self.done, self.seconds, self.note = [], False, None, None
+    def before_batch(self):
+        if not self.done: self.start = time.process_time()
+    def after_backward(self):
+        if not self.done: self.times.append(time.process_time() - self.start)
+    def after_epoch(self):
+        if self.done: return
+        self.done = True
+        if len(self.times) <= self.skip: return  # too few steps to say anything
+        self.seconds = statistics.median(self.times[self.skip:])
+        self.note = correct_probe(self.workload, self.precision, self.seconds, self.cache)
+        if self.note: print(f"xresnet-fa: {self.note}", file=sys.stderr)
 
 # %% ../nbs/07_callbacks.ipynb #5a4e88b9
 FORMAT = 'xresnet_fa-run-1'

@@ -94,16 +94,29 @@ def _predict(args) -> int:
         return 141
     return 0 if not failed else 2 if failed == len(args.images) else 1
 
+# %% ../nbs/09_cli.ipynb #spcmd001
+def _speed_cmd(args) -> int:
+    "Print the CPU bf16 probe's kept answers and where they are kept; --clear forgets them"
+    from xresnet_fa.fast import BF16_MIN_SPEEDUP, clear_probe, probe_answers
+    path, known = probe_answers(args.cache)
+    if args.clear: print(f"forgot {clear_probe(args.cache)} kept answer(s) in {path}; the next run measures again"); return 0
+    print(f"bf16 probe answers kept in {path}: {len(known) or 'none'} (bf16 is chosen at >= {BF16_MIN_SPEEDUP}x)")
+    for key, a in known.items():
+        print(f"{a['ratio']:.2f}x -> {'bf16' if a['ratio'] >= BF16_MIN_SPEEDUP else 'float32'}\t{key}\t"
+              f"({a['pairs']} pairs, float32 {a['f32_s']*1000:.1f} ms, bf16 {a['bf16_s']*1000:.1f} ms per step{', corrected by a run' if a.get('corrected') else ''})")
+    return 0
+
 # %% ../nbs/09_cli.ipynb #db384271
 def _lr(v: str):
     if v == 'find': return v
     try: return float(v)
     except ValueError: raise argparse.ArgumentTypeError(f"expected a number or 'find', got {v!r}") from None
 
-def _speed_options(p: argparse.ArgumentParser):
-    p.add_argument('--precision', choices=['auto', '32', '16', 'bf16'], default='auto',
+def _speed_options(p: argparse.ArgumentParser, int8: bool=False):
+    p.add_argument('--precision', choices=['auto', '32', '16', 'bf16', *(['int8'] if int8 else [])], default='auto',
                    help='auto (default): bf16 mixed precision where the device runs it faster (CUDA 8.0+, or a CPU where a probe measures it), '
-                        'else float32; 32 turns it off; 16 needs CUDA')
+                        'else float32; 32 turns it off; 16 needs CUDA' + ('; int8 (CPU, asked for): quantized, calibrated on the first batch of '
+                        'the images and compiled by Inductor, which takes a minute or more' if int8 else ''))
     p.add_argument('--channels-last', action=argparse.BooleanOptionalAction, default=None,
                    help='channels-last memory format (default: on for CPU and CUDA); --no-channels-last turns it off')
 
@@ -149,8 +162,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument('--model', default='out/export.pkl', help='exported learner (default: out/export.pkl); trusted files only')
     r.add_argument('images', nargs='+', help='image files')
     r.add_argument('--bs', type=int, default=64, help='images per batch (default: 64)')
-    _speed_options(r)
+    _speed_options(r, int8=True)
     r.set_defaults(func=_predict)
+    v = sub.add_parser('speed', help="the CPU bf16 probe's kept answers, and where they are kept")
+    v.add_argument('--clear', action='store_true', help='forget them: the next run measures again')
+    v.add_argument('--cache', help='the folder they are kept in (default: $XRESNET_FA_DATA or ~/.cache/xresnet_fa)')
+    v.set_defaults(func=_speed_cmd)
     return p
 
 # %% ../nbs/09_cli.ipynb #02b8b179

@@ -6,7 +6,7 @@ Docs: https://xresnet-fa.github.io/xresnet_fa/fast.html.md"""
 
 # %% ../nbs/11_fast.ipynb #5f8a9f9f
 from __future__ import annotations
-import contextlib, copy, errno, functools, itertools, json, os, platform, statistics, time
+import contextlib, copy, dataclasses, errno, functools, itertools, json, os, platform, statistics, time, warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 import torch
@@ -19,10 +19,11 @@ try: import fcntl
 except ImportError: fcntl = None  # Windows: the probe runs without a lock
 
 # %% auto #0
-__all__ = ['BF16_MIN_SPEEDUP', 'PRECISION_NAMES', 'fold_bn', 'fuse', 'native_bf16', 'bf16_speedup', 'describe_speed',
+__all__ = ['NOISE', 'MIN_SHARE', 'PRECISION_NAMES', 'BF16_MIN_SPEEDUP', 'fold_bn', 'fuse', 'native_bf16', 'Workload',
+           'probe_answers', 'clear_probe', 'probe_bf16', 'bf16_speedup', 'correct_probe', 'describe_speed',
            'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
-           'tiny_inputs_in_float32', 'InDtype', 'fast_inference', 'NotAClassifier', 'classifier', 'top_labels',
-           'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
+           'tiny_inputs_in_float32', 'InDtype', 'quantize_int8', 'fast_inference', 'NotAClassifier', 'classifier',
+           'top_labels', 'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
@@ -89,45 +90,140 @@ def _cpu_name() -> str:
             if line.startswith('model name'): return line.split(':', 1)[1].strip()
     return platform.processor() or platform.machine()
 
-def _probe() -> float:
-    "Median float32 time / median bf16-autocast time of a bottleneck block's training step on the CPU"
-    block = nn.Sequential(conv_block(256, 64, 1), conv_block(64, 64, 3), conv_block(64, 256, 1)).to(memory_format=torch.channels_last)
-    x = torch.randn(16, 256, 28, 28, generator=torch.Generator().manual_seed(0)).to(memory_format=torch.channels_last)
-    def step(bf16: bool) -> float:
-        start = time.perf_counter()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): loss = block(x).float().sum()
-        loss.backward()
-        return time.perf_counter() - start
-    for bf16 in (False, True, False, True): step(bf16)  # warm-up: oneDNN builds its kernels
-    times = [(step(False), step(True)) for _ in range(5)]
-    return statistics.median(t for t, _ in times)/statistics.median(t for _, t in times)
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    "What the probe times: a step of `arch` at `size` px, batch `bs`, `c_in` channels, channels-last; training (forward+backward) or inference"
+    arch: str='bottleneck' # a FAMILY name ('xresnet50', ...), or 'bottleneck': one bottleneck block of stage 2 (256 channels, 28 px), a cheap stand-in
+    size: int=28 # input side in pixels
+    bs: int=16 # batch size
+    c_in: int=3 # input channels
+    train: bool=True # forward+backward (training) or forward only (inference)
+    def __str__(self): return f"{'training' if self.train else 'inference'} step of {self.arch} at {self.size} px, batch {self.bs}, {self.c_in} channels"
+
+def _workload_step(work: Workload) -> Callable[[bool], None]:
+    "A function that runs one step of `work`, in bf16 autocast (True) or float32 (False), channels-last as a run does"
+    g = torch.Generator().manual_seed(0)
+    if work.arch == 'bottleneck':
+        model, x = nn.Sequential(conv_block(256, 64, 1), conv_block(64, 64, 3), conv_block(64, 256, 1)), torch.randn(work.bs, 256, work.size, work.size, generator=g)
+    else:
+        from xresnet_fa.family import FAMILY  # imported on use: the bottleneck probe needs no family
+        if work.arch not in FAMILY: raise ValueError(f"unknown arch {work.arch!r}: 'bottleneck' or one of {', '.join(FAMILY)}")
+        model, x = FAMILY[work.arch](n_out=10, c_in=work.c_in), torch.randn(work.bs, work.c_in, work.size, work.size, generator=g)
+    model, x = model.to(memory_format=torch.channels_last).train(work.train), x.to(memory_format=torch.channels_last)
+
+    def step(bf16: bool):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16), (contextlib.nullcontext() if work.train else torch.inference_mode()):
+            y = model(x).float().sum()
+        if work.train: y.backward()
+    return step
+
+NOISE = 0.05  # an answer within 5% of the threshold is noise: used for this run, never kept
+MIN_SHARE = 0.85  # a probe whose thread got less of the wall time than this ran on a busy machine: used for this run, never kept
+
+def _timed(step: Callable[[bool], None], bf16: bool) -> tuple[float, float]:
+    "(process CPU seconds, this thread's share of the wall time) of one `step(bf16)`"
+    c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+    step(bf16)
+    c1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+    return c1 - c0, (t1 - t0)/max(w1 - w0, 1e-9)
+
+def _probe(step: Callable[[bool], None], # runs one step; bf16 autocast (True) or float32 (False)
+           threshold: float, # the decision's threshold on the ratio
+           min_pairs: int=3, max_pairs: int=9) -> dict:
+    "Interleaved float32/bf16 pairs of `step`, timed in CPU seconds, until the ratio is clearly on one side of `threshold`"
+    for bf16 in (False, True): step(bf16)  # warm-up: oneDNN builds its kernels
+    f32, b16, shares = [], [], []
+    for i in range(max_pairs):
+        for bf16, times in ((False, f32), (True, b16)) if i % 2 == 0 else ((True, b16), (False, f32)):  # alternate which goes first
+            cpu, share = _timed(step, bf16); times.append(cpu); shares.append(share)
+        ratios = [a/b for a, b in zip(f32, b16)]
+        if len(ratios) >= min_pairs and (min(ratios) > threshold*(1 + NOISE) or max(ratios) < threshold*(1 - NOISE)): break
+    ratio = statistics.median(f32)/statistics.median(b16)
+    return dict(ratio=round(ratio, 3), pairs=len(f32), f32_s=round(statistics.median(f32), 5), bf16_s=round(statistics.median(b16), 5),
+                share=round(statistics.median(shares), 2), clear=abs(ratio/threshold - 1) > NOISE, busy=statistics.median(shares) < MIN_SHARE)
+
+PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
+BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
+
+def _probe_file(cache) -> Path: return Path(cache if cache is not None else cache_dir()).expanduser()/'bf16_probe.json'
+def _probe_key(work: Workload) -> str: return f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads | {work}"
+
+def probe_answers(cache: str|Path|None=None) -> tuple[Path, dict]:
+    "(the file, {key: answer}): the probe's kept answers"
+    path = _probe_file(cache)
+    try: known = json.loads(path.read_text())
+    except (OSError, ValueError): known = {}
+    return path, {k: v for k, v in known.items() if isinstance(v, dict) and isinstance(v.get('ratio'), (int, float))} if isinstance(known, dict) else {}
+
+def _keep(path: Path, known: dict):
+    with contextlib.suppress(OSError):  # an unwritable cache only means measuring again next time
+        path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_suffix('.tmp'); tmp.write_text(json.dumps(known, indent=1)); os.replace(tmp, path)
+
+def clear_probe(cache: str|Path|None=None) -> int:
+    "Forget the probe's kept answers; return how many there were"
+    path, known = probe_answers(cache)
+    with _locked(path.with_suffix('.lock')): path.unlink(missing_ok=True)
+    return len(known)
+
+def probe_bf16(workload: Workload|None=None, # the step that will run; default Workload(): the bottleneck block
+               cache: str|Path|None=None, # folder of the probe's answers; default cache_dir()
+               step: Callable[[bool], None]|None=None, # runs one step (bf16: True/False); default: a step of `workload`
+              ) -> dict:
+    "The probe's answer for `workload` on this CPU: a kept one, else measured now, and kept only if clear of the threshold and taken on an idle machine"
+    work = workload if workload is not None else Workload()
+    if not isinstance(work, Workload): raise TypeError(f"workload must be a Workload; got {got(workload)}")
+    path, key = _probe_file(cache), _probe_key(work)
+    with _locked(path.with_suffix('.lock')):
+        _, known = probe_answers(cache)
+        if key in known: return {**known[key], 'kept': True, 'file': str(path)}
+        r = _probe(step if step is not None else _workload_step(work), BF16_MIN_SPEEDUP)
+        if r['clear'] and not r['busy']: _keep(path, {**known, key: r})
+        return {**r, 'kept': r['clear'] and not r['busy'], 'new': True, 'file': str(path)}
 
 def bf16_speedup(cache: str|Path|None=None, # folder of the probe's answers; default cache_dir()
+                 workload: Workload|None=None, # the step that will run; default Workload()
                 ) -> float:
-    "How many times faster a bf16-autocast training step is than a float32 one on this CPU: measured once, then read from `cache`"
-    path = Path(cache if cache is not None else cache_dir()).expanduser()/'bf16_probe.json'
-    key = f"{_cpu_name()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    "How many times faster a bf16-autocast step of `workload` is than a float32 one on this CPU (probe_bf16's ratio)"
+    return float(probe_bf16(workload, cache)['ratio'])
+
+def correct_probe(workload: Workload, # the run's step
+                  precision: str, # what the run used: 'bf16' or '32'
+                  seconds: float, # the run's median CPU seconds of a forward+backward in its first epoch
+                  cache: str|Path|None=None) -> str|None:
+    "Put the run's own step time in place of the probe's for `precision`; where that flips the kept decision, correct (or drop) the answer and say so"
+    path, key = _probe_file(cache), _probe_key(workload)
     with _locked(path.with_suffix('.lock')):
-        try: known = json.loads(path.read_text())
-        except (OSError, ValueError): known = {}
-        if not isinstance(known, dict) or not isinstance(known.get(key), (int, float)):
-            known = {**(known if isinstance(known, dict) else {}), key: round(_probe(), 3)}
-            with contextlib.suppress(OSError):  # an unwritable cache only means measuring again next time
-                tmp = path.with_suffix('.tmp'); tmp.write_text(json.dumps(known, indent=1)); os.replace(tmp, path)
-        return float(known[key])
+        _, known = probe_answers(cache)
+        a = known.get(key)
+        if a is None or precision not in ('bf16', '32'): return None
+        f32, b16 = (a['f32_s'], seconds) if precision == 'bf16' else (seconds, a['bf16_s'])
+        ratio = f32/b16
+        if (ratio >= BF16_MIN_SPEEDUP) == (a['ratio'] >= BF16_MIN_SPEEDUP): return None  # the run agrees with the kept answer
+        if abs(ratio/BF16_MIN_SPEEDUP - 1) > NOISE: known[key] = {**a, 'ratio': round(ratio, 3), 'f32_s': round(f32, 5), 'bf16_s': round(b16, 5), 'corrected': True}
+        else: del known[key]
+        _keep(path, known)
+    what = f"corrected to {ratio:.2f}x" if key in known else "dropped (the run's ratio is within noise of the threshold); the next run measures again"
+    return f"this run's {PRECISION_NAMES[precision]} steps took {seconds*1000:.0f} ms, against the probe's {a['ratio']:.2f}x: the kept answer is {what}"
 
 # %% ../nbs/11_fast.ipynb #a1f0c009
-BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
-PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
-
 def describe_speed(precision: str, channels_last: bool, reason: str|None=None) -> str:
     "The setting in words, for messages: 'float32 (reason), channels-last'"
     return f"{PRECISION_NAMES[precision]}{f' ({reason})' if reason else ''}, {'channels-last' if channels_last else 'channels-first (NCHW)'}"
+
+def _probe_reason(hw: str, work: Workload, a: dict) -> str:
+    "Why the probe's answer `a` chose as it did, in words"
+    said = f"{hw}: a bf16 {work} measured {a['ratio']:.2f}x float32 on this CPU"
+    if a.get('kept') and not a.get('new'): return f"{said}; kept in {a['file']} (xresnet-fa speed)"
+    if a.get('kept'): return f"{said} ({a['pairs']} pairs, CPU time); kept in {a['file']}"
+    why = (f"the machine was busy: this thread got {a['share']:.0%} of the wall time" if a['busy'] else
+           f"within {NOISE:.0%} of the {BF16_MIN_SPEEDUP}x threshold")
+    return f"{said} ({a['pairs']} pairs); for this run only, not kept: {why}"
 
 def speed_defaults(device: torch.device, # where the network runs
                    precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
                    channels_last: bool|None=None, # None: on for CPU and CUDA
                    cache: str|Path|None=None, # where the CPU probe keeps its answer; default cache_dir()
+                   workload: Workload|None=None, # what the CPU probe times: the step that will run; default Workload()
                   ) -> tuple[str, bool, str]:
     "(precision, channels_last, why): the fastest safe setting for `device` where the user left the choice, and the reason in words"
     if not isinstance(device, torch.device): raise TypeError(f"device must be a torch.device; got {got(device)}")
@@ -139,9 +235,9 @@ def speed_defaults(device: torch.device, # where the network runs
         if hw is None: precision, reason = '32', f"no native bf16 on this {device.type.upper()}"
         elif device.type == 'cuda': precision, reason = 'bf16', hw
         else:
-            x = bf16_speedup(cache)
-            precision = 'bf16' if x >= BF16_MIN_SPEEDUP else '32'
-            reason = f"{hw}: a bf16 training step measured {x:.2f}x float32 on this CPU"
+            work = workload if workload is not None else Workload()
+            a = probe_bf16(work, cache)
+            precision, reason = 'bf16' if a['ratio'] >= BF16_MIN_SPEEDUP else '32', _probe_reason(hw, work, a)
     else: reason = 'asked'
     if channels_last is None: channels_last = device.type in ('cpu', 'cuda')
     return precision, channels_last, describe_speed(precision, channels_last, reason)
@@ -192,15 +288,49 @@ class InDtype(nn.Module):
 def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device('cpu'))
 
+# %% ../nbs/11_fast.ipynb #q8000001
+def quantize_int8(model: nn.Module, # a network in eval mode, usually `fuse(model)`
+                  calibration, # a few batches of real inputs (the training data's), as the model will see them
+                 ) -> nn.Module:
+    "`model` exported (any batch size), annotated by torchao's X86InductorQuantizer, calibrated on `calibration`, converted to int8 (PT2E); compile it with Inductor to run int8 kernels"
+    check_module('model', model)
+    batches = [x for x in calibration]
+    if not batches or not all(isinstance(x, torch.Tensor) for x in batches):
+        raise ValueError("quantize_int8 needs calibration: a non-empty list of input batches (tensors), a few of the training data's")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # torchao: where PT2E's quantizers live now
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+    quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # export's and torchao's deprecation notes
+        graph = torch.export.export(model.eval(), (batches[0],), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
+        prepared = prepare_pt2e(graph, quantizer)
+        with torch.no_grad():
+            for x in batches: prepared(x)  # observers record each activation's range
+        return convert_pt2e(prepared)
+
 # %% ../nbs/11_fast.ipynb #232e721a
 def fast_inference(model: nn.Module, # an XResNet
                    compile: bool=True, # torch.compile with Inductor freezing (weights as constants)
-                   precision: str='auto', # 'auto': bf16 where it is faster on the model's device (speed_defaults); '32', '16' or 'bf16'
+                   precision: str='auto', # 'auto': bf16 where it is faster on the model's device (speed_defaults); '32', '16', 'bf16', or 'int8' (CPU, asked for)
+                   calibration=None, # for 'int8': a few batches of real inputs (the training data's)
+                   size: int=160, # input side the 'auto' probe times (an inference step of this model)
+                   bs: int=16, # batch the 'auto' probe times
                   ) -> nn.Module:
     "`fuse(model)` in the fastest precision for its device, compiled with frozen weights: the fastest way we know to run inference"
     check_module('model', model); check_bool('compile', compile)
-    precision, _, _ = speed_defaults(_device(model), precision, True)
+    if precision == 'int8':  # never chosen by 'auto': int8 changes the outputs, so it is asked for, and calibrated
+        if calibration is None: raise ValueError("precision 'int8' needs calibration=: a few batches of real inputs (the training data's) to fit its scales")
+        q = quantize_int8(fuse(model), calibration)
+        return torch.compile(q) if compile else q  # Inductor's freezing fails on int8 prepacking of a graph exported for any batch (torch 2.14)
     fused = fuse(model)
+    device = _device(model)
+    if precision == 'auto' and device.type == 'cpu' and native_bf16(device):  # the probe times this model's inference step, not a stand-in
+        c_in = next(m for m in fused.modules() if isinstance(m, nn.Conv2d)).in_channels
+        def step(bf16: bool, x=torch.randn(bs, c_in, size, size).to(memory_format=torch.channels_last)):
+            with torch.inference_mode(), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): fused(x)
+        x = probe_bf16(Workload(f"{type(model).__name__} of {sum(p.numel() for p in model.parameters())} parameters", size, bs, c_in, train=False), step=step)['ratio']
+        precision = 'bf16' if x >= BF16_MIN_SPEEDUP else '32'
+    else: precision, _, _ = speed_defaults(device, precision, True)
     if precision != '32': tiny_safe(fused); fused = InDtype(fused, _DTYPES[precision])  # our copy: its convs stay tiny-safe
     return torch.compile(fused, options={'freezing': True}) if compile else fused
 
@@ -238,7 +368,7 @@ def unreadable(e: Exception) -> str:
 def predict_batches(learn, # a fastai Learner, such as load_learner returns
                     items: list, # image files
                     bs: int=64, # images per batch
-                    precision: str='auto', # 'auto', '32', '16' (CUDA) or 'bf16'
+                    precision: str='auto', # 'auto', '32', '16' (CUDA), 'bf16', or 'int8' (CPU: calibrated on the first batch of `items`)
                     channels_last: bool|None=None, # None: on for CPU and CUDA
                    ) -> tuple[str, Iterator]:
     "(how it runs, an iterator of (item, probabilities or None, why it could not be read or None) in the order of `items`)"
@@ -246,7 +376,11 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
     check_int('bs', bs)
     _, classes, act, _ = classifier(learn)
     device = _device(learn.model)
-    precision, channels_last, how = speed_defaults(device, precision, channels_last)
+    int8 = precision == 'int8'
+    if int8 and device.type != 'cpu': raise ValueError(f"precision 'int8' runs on the CPU (X86InductorQuantizer); the model is on {device.type}")
+    precision, channels_last, how = speed_defaults(device, '32' if int8 else precision, True if int8 else channels_last)
+    if int8: how = 'int8 (asked: calibrated on the first batch of these images, then compiled by Inductor), channels-last'
+    compiled = {}  # int8: the quantized model, made from the first batch
     try: model = fuse(learn.model, channels_last=channels_last)
     except ValueError: model = copy.deepcopy(learn.model).eval()  # no conv blocks of ours to fold: the model as it is
     tiny_safe(model)  # a copy: its convs may stay tiny-safe
@@ -255,7 +389,8 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
         xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
         if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            out = model(xb).float()
+            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(fuse(learn.model), [xb]))  # a fresh copy: export mis-traces the tiny-safe class swap
+            out = (compiled['q'] if int8 else model)(xb).float()
             if out.ndim != 2 or out.shape[1] != len(classes):
                 raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
             return act(out).as_subclass(torch.Tensor)

@@ -27,8 +27,8 @@ from .data import cache_dir, digits_folder
 from .learner import xresnet_split
 from .family import FAMILY
 from .folder import Folder, check_folder, folder_dls, folder_test_dl
-from .fast import describe_speed, speed_defaults
-from .callbacks import (TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
+from .fast import Workload, describe_speed, native_bf16, speed_defaults
+from .callbacks import (StepSpeed, TrainingError, OutputError, Interrupted, Terminated, DeviceMixedPrecision, RunCallback, EpochLog, StopOnNonFinite,
                                   Checkpoint, PlainProgress, read_run_checkpoint, _check_resume, _total_epochs, _write_atomic)
 
 # %% auto #0
@@ -175,9 +175,9 @@ def _python_number(v):
     "A NumPy number as the Python number it holds (np.float32(0.01) -> float, np.int64(5) -> int); anything else as it is"
     return v.item() if isinstance(v, (np.integer, np.floating)) else v
 
-def _speed(precision: str, channels_last: bool|None, device: torch.device, state: dict|None, cache) -> tuple[str, bool, str]:
+def _speed(precision: str, channels_last: bool|None, device: torch.device, state: dict|None, cache, workload=None) -> tuple[str, bool, str]:
     "(precision, channels_last, why) of the run: what the user gave, else the resumed checkpoint's, else speed_defaults' choice"
-    if not state or (precision != 'auto' and channels_last is not None): return speed_defaults(device, precision, channels_last, cache)
+    if not state or (precision != 'auto' and channels_last is not None): return speed_defaults(device, precision, channels_last, cache, workload)
     saved = state['settings']
     precision = saved.get('precision', '32') if precision == 'auto' else precision
     channels_last = saved.get('channels_last', False) if channels_last is None else channels_last
@@ -222,7 +222,10 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     ckpt_path = _checkpoint_path(resume, out)
     if out.is_dir(): check_no_links(out)  # before reading its checkpoint: nothing in it is read or written through a planted link
     state = read_run_checkpoint(ckpt_path) if resume is not False else None
-    precision, channels_last, speed = _speed(precision, channels_last, device, state, cache)
+    asked, work = precision, Workload(arch, size, bs)  # the CPU probe times a step of this network at this size and batch
+    precision, channels_last, speed = _speed(precision, channels_last, device, state, cache, work)
+    if asked == 'auto' and state is None and not pretrained and device.type == 'cpu' and native_bf16(device):
+        cbs = [*cbs, StepSpeed(work, precision, cache)]  # the first epoch corrects the probe's kept answer where it contradicts it
     folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
     check_options(folder, arch, size, bs, epochs, lr, precision, device, seed, workers, out)
     if (o := out.resolve()) == (d := folder.path.resolve()) or d in o.parents:
