@@ -222,12 +222,12 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     ckpt_path = _checkpoint_path(resume, out)
     if out.is_dir(): check_no_links(out)  # before reading its checkpoint: nothing in it is read or written through a planted link
     state = read_run_checkpoint(ckpt_path) if resume is not False else None
+    folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
+    check_options(folder, arch, size, bs, epochs, lr, precision, device, seed, workers, out)  # before the probe: it runs a step at this size
     asked, work = precision, Workload(arch, size, bs)  # the CPU probe times a step of this network at this size and batch
     precision, channels_last, speed = _speed(precision, channels_last, device, state, cache, work)
     if asked == 'auto' and state is None and not pretrained and device.type == 'cpu' and native_bf16(device):
         cbs = [*cbs, StepSpeed(work, precision, cache)]  # the first epoch corrects the probe's kept answer where it contradicts it
-    folder = check_folder(data if data is not None else _digits(cache), valid_pct, progress=None if rank == 0 else False)
-    check_options(folder, arch, size, bs, epochs, lr, precision, device, seed, workers, out)
     if (o := out.resolve()) == (d := folder.path.resolve()) or d in o.parents:
         raise UsageError(f"--out {out} is inside --data {folder.path}: the run's plots would become training images; choose an --out outside it")
     settings = dict(arch=arch, data=str(folder.path.resolve()), classes=folder.classes, files=folder.digest(), size=size, bs=bs, epochs=epochs,
