@@ -33,6 +33,7 @@ def level_names(model: nn.Module) -> list[str]:
     return stems[-1:] + [n for n in names if n.startswith('stage_')]
 
 @patch(as_prop=True)
+@torch.jit.unused
 def feature_info(self: XResNet) -> FeatureInfo:
     "Channels, reduction and module name of each level (timm's `feature_info`), measured on the meta device"
     conv, names = _first_conv(self), level_names(self)
@@ -46,6 +47,7 @@ def feature_info(self: XResNet) -> FeatureInfo:
     return FeatureInfo({'num_chs': shapes[n][1], 'reduction': side//shapes[n][2], 'module': n} for n in names)
 
 @patch(as_prop=True)
+@torch.jit.unused
 def head_start(self: XResNet) -> int:
     "Index of the first part of the head (`pool`)"
     return list(self._modules).index(HEAD[0])
@@ -69,11 +71,13 @@ def forward_head(self: XResNet, x: torch.Tensor, pre_logits: bool=False) -> torc
     return x if pre_logits else self.fc(x)
 
 @patch(as_prop=True)
+@torch.jit.unused
 def num_features(self: XResNet) -> int:
     "Channels into the classifier (timm's num_features)"
     return self.feature_info[-1]['num_chs']
 
 @patch(as_prop=True)
+@torch.jit.unused
 def num_classes(self: XResNet) -> int:
     "Classes out: the classifier's outputs (0 where reset_classifier(0) removed it)"
     return self.fc.out_features if isinstance(self.fc, nn.Linear) else 0
