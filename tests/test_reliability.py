@@ -168,7 +168,7 @@ def small(digits, tmp_path_factory):
     return root
 
 
-RUN = ('--epochs', 4, '--size', 16, '--bs', 8)
+RUN = ('--epochs', 4, '--size', 16, '--bs', 8, '--precision', '32')  # one precision for every run compared: on a busy machine the CPU probe decides per run
 
 
 def saved(out: Path) -> dict:
@@ -268,7 +268,7 @@ def test_fine_tune_resumed_inside_either_fit_equals_uninterrupted(small, tmp_pat
 @pytest.mark.parametrize('options', [dict(channels_last=True), dict(lr='find')], ids=['channels-last', 'lr-find'])
 def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written to the working folder (fastai's lr_find saves weights under ./models)
-    run = dict(data=small, epochs=3, size=16, bs=8, **options)
+    run = dict(data=small, epochs=3, size=16, bs=8, precision='32', **options)  # one precision for the runs compared (the probe may decide per run)
     train(**run, out=tmp_path/'full')
     class Stop(RunCallback):
         order = 80
