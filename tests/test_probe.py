@@ -9,11 +9,12 @@ from xresnet_fa.callbacks import StepSpeed
 from test_reliability import small  # noqa: F401 (a fixture)
 
 
-def stand_in(k: float):
-    "A step that does real single-threaded work; its bf16 side does k times the float32 side's: bf16 is 1/k times as fast"
+def stand_in(k: float, ms: float=20):
+    """A step that spins for `ms` of its thread's CPU time in float32 and `ms*k` in bf16: bf16 is 1/k times as fast.
+    (Not a loop of fixed length: a neighbour on the same physical core slows each step without taking the thread's time.)"""
     def step(bf16: bool):
-        n = round(300_000*(k if bf16 else 1))
-        while n: n -= 1
+        t = time.thread_time() + ms/1000*(k if bf16 else 1)
+        while time.thread_time() < t: pass
     return step
 
 

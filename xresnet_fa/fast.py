@@ -120,27 +120,27 @@ def _workload_step(work: Workload) -> Callable[[bool], None]:
 NOISE = 0.05  # an answer within 5% of the threshold is noise: used for this run, never kept
 MIN_SHARE = 0.85  # a probe whose thread got less of the wall time than this ran on a busy machine: used for this run, never kept
 
-def _timed(step: Callable[[bool], None], bf16: bool) -> tuple[float, float]:
-    "(process CPU seconds, this thread's share of the wall time) of one `step(bf16)`"
+def _timed(step: Callable[[bool], None], bf16: bool) -> tuple[float, float, float]:
+    "(process CPU seconds, this thread's CPU seconds, wall seconds) of one `step(bf16)`"
     c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
     step(bf16)
     c1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
-    return c1 - c0, (t1 - t0)/max(w1 - w0, 1e-9)
+    return c1 - c0, t1 - t0, w1 - w0
 
 def _probe(step: Callable[[bool], None], # runs one step; bf16 autocast (True) or float32 (False)
            threshold: float, # the decision's threshold on the ratio
            min_pairs: int=3, max_pairs: int=9) -> dict:
     "Interleaved float32/bf16 pairs of `step`, timed in CPU seconds, until the ratio is clearly on one side of `threshold`"
     for bf16 in (False, True): step(bf16)  # warm-up: oneDNN builds its kernels
-    f32, b16, shares = [], [], []
+    f32, b16, thread, wall = [], [], [], []
     for i in range(max_pairs):
         for bf16, times in ((False, f32), (True, b16)) if i % 2 == 0 else ((True, b16), (False, f32)):  # alternate which goes first
-            cpu, share = _timed(step, bf16); times.append(cpu); shares.append(share)
+            cpu, t, w = _timed(step, bf16); times.append(cpu); thread.append(t); wall.append(w)
         ratios = [a/b for a, b in zip(f32, b16)]
         if len(ratios) >= min_pairs and (min(ratios) > threshold*(1 + NOISE) or max(ratios) < threshold*(1 - NOISE)): break
-    ratio = statistics.median(f32)/statistics.median(b16)
+    ratio, share = statistics.median(f32)/statistics.median(b16), sum(thread)/max(sum(wall), 1e-9)  # share over the whole probe: a busy machine preempts some steps, not each
     return dict(ratio=round(ratio, 3), pairs=len(f32), f32_s=round(statistics.median(f32), 5), bf16_s=round(statistics.median(b16), 5),
-                share=round(statistics.median(shares), 2), clear=abs(ratio/threshold - 1) > NOISE, busy=statistics.median(shares) < MIN_SHARE)
+                share=round(share, 2), clear=abs(ratio/threshold - 1) > NOISE, busy=share < MIN_SHARE)
 
 PRECISION_NAMES = {'32': 'float32', '16': 'float16 mixed precision', 'bf16': 'bf16 mixed precision'}
 BF16_MIN_SPEEDUP = 1.1  # a CPU uses bf16 by default where the probe measured it at least this much faster
