@@ -64,3 +64,27 @@ def test_fast_inference_int8_is_asked_for_and_close():
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad(): a, b = q(x), m(x)
     assert a.shape == (5, 10) and (a - b).abs().max() <= 0.1*b.abs().max(), (a - b).abs().max()
+
+
+def test_fixed_batch_splits_and_fills_any_batch_exactly():
+    "int8 runs at one batch size: FixedBatch splits larger batches and fills the last with copies, whose outputs it drops"
+    from xresnet_fa.fast import FixedBatch
+    torch.manual_seed(0)
+    m = xresnet(18, n_out=3).eval()
+    seen = []
+    def at_four(x): seen.append(len(x)); return m(x)
+    f, x = FixedBatch(at_four, 4), torch.randn(11, 3, 16, 16)
+    with torch.no_grad(): out, ref, one = f(x), m(x), f(x[:1])
+    assert out.shape == (11, 3) and (out - ref).abs().max() <= 1e-5 and one.shape == (1, 3), (out - ref).abs().max()
+    assert set(seen) == {4}, seen
+
+
+def test_int8_takes_fastai_batches():
+    "predict and fastai's loaders give TensorImage batches: int8 calibrates and runs on them as on plain tensors (they once reached the graph)"
+    from fastai.torch_core import TensorImage
+    from xresnet_fa.fast import fast_inference
+    torch.manual_seed(0)
+    m, cal, x = xresnet(18, n_out=4).eval(), torch.randn(4, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    q = fast_inference(m, compile=False, precision='int8', calibration=[TensorImage(cal)])
+    with torch.no_grad(): a, b = q(TensorImage(x)), q(x)
+    assert type(a) is torch.Tensor and torch.equal(a, b)

@@ -22,8 +22,9 @@ except ImportError: fcntl = None  # Windows: the probe runs without a lock
 __all__ = ['NOISE', 'MIN_SHARE', 'PRECISION_NAMES', 'BF16_MIN_SPEEDUP', 'fold_bn', 'fuse', 'native_bf16', 'Workload',
            'probe_answers', 'clear_probe', 'probe_bf16', 'bf16_speedup', 'correct_probe', 'describe_speed',
            'speed_defaults', 'TinySafeConv1d', 'TinySafeConv2d', 'TinySafeConv3d', 'tiny_safe',
-           'tiny_inputs_in_float32', 'InDtype', 'quantize_int8', 'fast_inference', 'NotAClassifier', 'classifier',
-           'top_labels', 'unreadable', 'predict_batches', 'predict_files', 'export_onnx']
+           'tiny_inputs_in_float32', 'InDtype', 'FixedBatch', 'FrozenCompile', 'quantize_int8', 'fast_inference',
+           'NotAClassifier', 'classifier', 'top_labels', 'unreadable', 'predict_batches', 'predict_files',
+           'export_onnx']
 
 # %% ../nbs/11_fast.ipynb #76201b67
 _CONV_BN = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}  # torch's classes, 1-D to 3-D
@@ -289,24 +290,49 @@ def _device(model: nn.Module) -> torch.device:
     return next((p.device for p in model.parameters()), torch.device('cpu'))
 
 # %% ../nbs/11_fast.ipynb #q8000001
+class FixedBatch(nn.Module):
+    "Run `model`, which takes batches of exactly `bs`, on any batch: split into chunks of `bs`, the last one filled up with copies of its first image, which are dropped again"
+    def __init__(self, model: nn.Module, bs: int):
+        super().__init__()
+        self.model, self.bs = model, bs
+    def forward(self, x):
+        outs = []
+        for chunk in x.as_subclass(torch.Tensor).split(self.bs):  # a plain tensor: fastai's TensorImage would reach the graph through __torch_function__
+            n = len(chunk)
+            if n < self.bs: chunk = torch.cat([chunk, chunk[:1].expand(self.bs - n, *chunk.shape[1:])])
+            outs.append(self.model(chunk.contiguous(memory_format=torch.channels_last))[:n])  # one layout: a compiled model does not recompile  # in eval mode every image's output is its own: the copies change nothing
+        return torch.cat(outs)
+
+class FrozenCompile(nn.Module):
+    "`torch.compile(model)` with Inductor's freezing set in its config whenever it compiles: the int8 lowering reads the config, not `options={'freezing': True}` (torch 2.14)"
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.compiled = torch.compile(model)
+    def forward(self, x):
+        from torch._inductor import config
+        with config.patch(freezing=True): return self.compiled(x)
+
 def quantize_int8(model: nn.Module, # a network in eval mode, usually `fuse(model)`
                   calibration, # a few batches of real inputs (the training data's), as the model will see them
-                 ) -> nn.Module:
-    "`model` exported (any batch size), annotated by torchao's X86InductorQuantizer, calibrated on `calibration`, converted to int8 (PT2E); compile it with Inductor to run int8 kernels"
+                 ) -> FixedBatch:
+    "`model` exported at the first calibration batch's size, annotated by torchao's X86InductorQuantizer, calibrated on `calibration`, converted to int8 (PT2E); compile its `.model` with `FrozenCompile` to run int8 kernels"
     check_module('model', model)
     batches = [x for x in calibration]
-    if not batches or not all(isinstance(x, torch.Tensor) for x in batches):
+    if not batches or not all(isinstance(x, torch.Tensor) and x.ndim >= 3 and len(x) for x in batches):
         raise ValueError("quantize_int8 needs calibration: a non-empty list of input batches (tensors), a few of the training data's")
+    batches = [x.as_subclass(torch.Tensor) for x in batches]  # fastai's TensorImage batches are traced as plain tensors
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e  # torchao: where PT2E's quantizers live now
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     quantizer = xiq.X86InductorQuantizer().set_global(xiq.get_default_x86_inductor_quantization_config())
+    bs = len(batches[0])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # export's and torchao's deprecation notes
-        graph = torch.export.export(model.eval(), (batches[0],), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
-        prepared = prepare_pt2e(graph, quantizer)
+        graph = torch.export.export(model.eval(), (batches[0].contiguous(memory_format=torch.channels_last),)).module()  # one batch size: Inductor's freezing prepacks it
+        prepared = FixedBatch(prepare_pt2e(graph, quantizer), bs)
         with torch.no_grad():
             for x in batches: prepared(x)  # observers record each activation's range
-        return convert_pt2e(prepared)
+        return FixedBatch(convert_pt2e(prepared.model), bs)
+
 
 # %% ../nbs/11_fast.ipynb #232e721a
 def fast_inference(model: nn.Module, # an XResNet
@@ -321,7 +347,8 @@ def fast_inference(model: nn.Module, # an XResNet
     if precision == 'int8':  # never chosen by 'auto': int8 changes the outputs, so it is asked for, and calibrated
         if calibration is None: raise ValueError("precision 'int8' needs calibration=: a few batches of real inputs (the training data's) to fit its scales")
         q = quantize_int8(fuse(model), calibration)
-        return torch.compile(q) if compile else q  # Inductor's freezing fails on int8 prepacking of a graph exported for any batch (torch 2.14)
+        if compile: q.model = FrozenCompile(q.model)  # freezing prepacks the int8 weights for oneDNN
+        return q
     fused = fuse(model)
     device = _device(model)
     if precision == 'auto' and device.type == 'cpu' and native_bf16(device):  # the probe times this model's inference step, not a stand-in
@@ -389,7 +416,7 @@ def predict_batches(learn, # a fastai Learner, such as load_learner returns
         xb, *_ = dl.after_batch(to_device(dl.do_batch(loaded), device))
         if channels_last: xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
-            if int8 and not compiled: compiled['q'] = torch.compile(quantize_int8(fuse(learn.model), [xb]))  # a fresh copy: export mis-traces the tiny-safe class swap
+            if int8 and not compiled: compiled['q'] = fast_inference(learn.model, precision='int8', calibration=[xb])  # a fresh copy: export mis-traces the tiny-safe class swap
             out = (compiled['q'] if int8 else model)(xb).float()
             if out.ndim != 2 or out.shape[1] != len(classes):
                 raise NotAClassifier(f"its model gives {tuple(out.shape[1:])} per image, not one score for each of its {len(classes)} classes")
