@@ -10,10 +10,15 @@ from xresnet_fa.callbacks import RunCallback, TrainingError
 from xresnet_fa.train import train
 
 
+def _ctrl_c_reaches_it():
+    "In the child before it starts: Ctrl-C as a terminal delivers it (a shell's background job, such as CI launched with `&`, inherits it ignored)"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, **kw):
     "`python -m xresnet_fa ARGS` in a fresh process, stdout and stderr in one stream"
     return subprocess.Popen([sys.executable, '-m', 'xresnet_fa', *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_reaches_it, **kw)
 
 
 def images(root: Path, classes=('a', 'b'), n=8, side=12, mode='RGB', seed=0):
