@@ -300,7 +300,7 @@ class FixedBatch(nn.Module):
         for chunk in x.as_subclass(torch.Tensor).split(self.bs):  # a plain tensor: fastai's TensorImage would reach the graph through __torch_function__
             n = len(chunk)
             if n < self.bs: chunk = torch.cat([chunk, chunk[:1].expand(self.bs - n, *chunk.shape[1:])])
-            outs.append(self.model(chunk.contiguous(memory_format=torch.channels_last))[:n])  # one layout: a compiled model does not recompile  # in eval mode every image's output is its own: the copies change nothing
+            outs.append(self.model(chunk.contiguous(memory_format=torch.channels_last))[:n])  # one layout, so a compiled model does not recompile; in eval mode each image's output is its own, so the copies change nothing
         return torch.cat(outs)
 
 class FrozenCompile(nn.Module):
