@@ -229,6 +229,20 @@ def test_ctrl_c_during_the_first_checkpoint_save_records_no_epoch(data, tmp_path
     no_tmp_files(tmp_path/'out')
 
 
+@pytest.mark.parametrize('resume', [False, True])
+def test_ctrl_c_before_training_starts_is_one_line(data, tmp_path, capsys, monkeypatch, unfinished, resume):
+    "Ctrl-C while the data loaders are made (the run holds --out, no callback yet): one line that says what is on disk"
+    out = tmp_path/'out'
+    if resume: shutil.copytree(unfinished, out)
+    before = (out/'checkpoint.pth').read_bytes() if resume else None
+    def interrupted(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr('xresnet_fa.train.folder_dls', interrupted)
+    status, err = run(data, out, capsys, '--epochs', '2', *(['--resume'] if resume else []))
+    line = one_line(err, 130, status, 'xresnet-fa: interrupted before training started; ')
+    if resume: assert line.endswith(f'the checkpoint {out/"checkpoint.pth"} is unchanged: resume with --resume') and (out/'checkpoint.pth').read_bytes() == before, line
+    else: assert line.endswith('no epoch completed, so there is no checkpoint: run again to start afresh') and not (out/'checkpoint.pth').exists(), line
+
+
 def test_pretrained_run_counts_its_frozen_epoch(data, tmp_path):
     from xresnet_fa import xresnet18
     torch.save(xresnet18().state_dict(), tmp_path/'w.pth')

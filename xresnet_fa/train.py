@@ -244,9 +244,10 @@ def train(data: str|Path|None=None, # image folder; default: the digits, written
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM through the command line's handler: one line, and where to resume from
         if isinstance(e, Interrupted): raise
         saver, log = run.get('saver'), run.get('log')
-        where = saver.position() if saver else 'before training started'
-        message = f"interrupted at {where}; " + (saver.describe(interrupted=True) if saver else
-                                                   f"the checkpoint {ckpt_path} is unchanged" if state else 'no checkpoint was written')
+        where = f"at {saver.position()}" if saver else 'before training started'  # Ctrl-C while the data or the model was being made
+        message = f"interrupted {where}; " + (saver.describe(interrupted=True) if saver else
+                                                f"the checkpoint {ckpt_path} is unchanged: resume with --resume" if state else
+                                                'no epoch completed, so there is no checkpoint: run again to start afresh')
         if log:
             if saver: del log.epochs[saver.done:]  # an epoch whose checkpoint was not saved is not recorded
             with contextlib.suppress(Exception): log.write(interrupted=message, seconds=time.perf_counter() - start)
