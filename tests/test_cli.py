@@ -29,9 +29,9 @@ def test_train_then_predict_in_fresh_processes(digits, tmp_path):
     assert all(row[1] in [str(d) for d in range(10)] and 0 <= float(row[2]) <= 1 for row in rows), rows
 
 
-def test_default_data_is_the_digits_in_the_cache(tmp_path):
-    r = cli('train', '--epochs', 1, '--size', 8, '--out', tmp_path/'out', env={'XRESNET_FA_DATA': str(tmp_path/'cache')})
-    assert r.returncode == 0, r.stderr
+def test_default_data_is_the_digits_in_the_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('XRESNET_FA_DATA', str(tmp_path/'cache'))
+    assert main(['train', '--epochs', '1', '--size', '8', '--out', str(tmp_path/'out')]) == 0, capsys.readouterr().err
     assert json.loads((tmp_path/'out'/'metrics.json').read_text())['data'] == str(tmp_path/'cache'/'digits')
     assert len(list((tmp_path/'cache'/'digits').glob('*/*/*.png'))) == 1797
 
@@ -102,12 +102,12 @@ def test_data_parallel_two_cpu_processes(digits, tmp_path):
     assert json.loads((tmp_path/'out'/'metrics.json').read_text())['world_size'] == 2
 
 
-def test_train_from_a_local_weights_file(digits, tmp_path):
+def test_train_from_a_local_weights_file(digits, tmp_path, capsys):
     "--pretrained FILE: fastai's vision_learner with our weights, ImageNet normalisation, fine_tune"
     import torch
     from xresnet_fa import xresnet18
     torch.save(xresnet18().state_dict(), tmp_path/'w.pth')
-    r = cli('train', '--data', digits, '--epochs', 1, '--size', 16, '--pretrained', tmp_path/'w.pth', '--out', tmp_path/'out')
-    assert r.returncode == 0, r.stderr[-2000:]
+    status = main(['train', '--data', str(digits), '--epochs', '1', '--size', '16', '--pretrained', str(tmp_path/'w.pth'), '--out', str(tmp_path/'out')])
+    assert status == 0, capsys.readouterr().err[-2000:]
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['pretrained'] == str(tmp_path/'w.pth') and len(m['epochs']) >= 1

@@ -10,7 +10,7 @@ from xresnet_fa.cli import main
 from xresnet_fa.folder import check_folder, folder_dls
 from xresnet_fa.checks import train_memory
 from xresnet_fa.xresnet import xresnet18
-from test_reliability import cli, images, run_train, wait_for, small  # noqa: F401 (small is a fixture)
+from test_reliability import cli, here, images, run_train, wait_for, small  # noqa: F401 (small is a fixture)
 
 RUN = ('--epochs', 4, '--size', 16, '--bs', 8)
 
@@ -114,14 +114,13 @@ def tmpfs(where: Path, size: str, ro: bool = False):
         if r.returncode == 0: subprocess.run(['umount', '-l', str(where)])
 
 
-def test_full_disk_is_one_line_exit_1_and_the_previous_files_stay(small, tmp_path):
+def test_full_disk_is_one_line_exit_1_and_the_previous_files_stay(small, tmp_path, capsys):
     "A finished run's files in --out; the disk then fills up, and a new run cannot save its first checkpoint"
     args = ('train', '--data', small, '--epochs', 1, '--size', 16, '--bs', 8)
     with tmpfs(tmp_path/'disk', '400m') as disk:
         out = (disk or tmp_path)/'out'
-        first = cli(*args, '--out', out)
-        text, _ = first.communicate(timeout=300)
-        assert first.returncode == 0, text[-3000:]
+        status, text = here(*args, '--out', out, capsys=capsys)  # the finished run; only the second needs a process of its own
+        assert status == 0, text[-3000:]
         kept = {p.name: digest(p) for p in out.iterdir() if p.is_file() and p.name != '.lock'}
         limit = None
         if disk:  # leave 8 MB free: metrics.json fits, a checkpoint (about 130 MB) does not
@@ -154,7 +153,7 @@ def test_out_or_cache_that_cannot_be_written_is_one_line(tmp_path, capsys):
 # -- interruptions ------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('sig, code', [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_ctrl_c_and_sigterm_end_with_one_line_and_resume(small, tmp_path, sig, code):
+def test_ctrl_c_and_sigterm_end_with_one_line_and_resume(small, tmp_path, sig, code, capsys):
     out = tmp_path/'out'
     p = cli('train', '--data', small, '--out', out, *RUN)
     wait_for(lambda: (out/'checkpoint.pth').exists(), p)
@@ -165,9 +164,8 @@ def test_ctrl_c_and_sigterm_end_with_one_line_and_resume(small, tmp_path, sig, c
     no_tmp_files(out)
     k = torch.load(out/'checkpoint.pth', weights_only=True)['epoch']
     assert f'(after epoch {k - 1})' in line and json.loads((out/'metrics.json').read_text())['interrupted'] in line
-    r = cli('train', '--data', small, '--out', out, *RUN, '--resume')
-    text, _ = r.communicate(timeout=600)
-    assert r.returncode == 0, text[-3000:]
+    status, text = here('train', '--data', small, '--out', out, *RUN, '--resume', capsys=capsys)
+    assert status == 0, text[-3000:]
 
 
 # -- wrong data ---------------------------------------------------------------------------------------------------

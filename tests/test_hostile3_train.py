@@ -9,7 +9,7 @@ import pytest, torch
 from xresnet_fa.cli import main
 from xresnet_fa.callbacks import RunCallback
 from xresnet_fa.train import train, usable_cores, WORKERS_PER_CORE
-from test_reliability import cli, images
+from test_reliability import cli, here, images
 from test_hostile import one_line, no_tmp_files
 
 TINY = ('--epochs', '1', '--size', '8', '--bs', '4')
@@ -262,7 +262,7 @@ def agree(out: Path, code: int, text: str):
 
 
 @pytest.mark.parametrize('seed', range(3))
-def test_interrupted_at_a_random_moment_disk_and_message_agree_and_resume_continues(data, tmp_path, seed):
+def test_interrupted_at_a_random_moment_disk_and_message_agree_and_resume_continues(data, tmp_path, seed, capsys):
     "SIGINT, SIGTERM or SIGKILL at a random moment, saves included: metrics.json, checkpoint and message agree; --resume then finishes"
     rng = random.Random(seed)
     sig = (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)[seed]  # each once; the moment at random
@@ -277,7 +277,6 @@ def test_interrupted_at_a_random_moment_disk_and_message_agree_and_resume_contin
     ckpt = agree(out, p.returncode, text)
     print(f"{sig.name}: exit {p.returncode}, {ckpt} epochs in the checkpoint; resuming")
     if sig != signal.SIGKILL: no_tmp_files(out)
-    r = cli('train', '--data', data, '--out', out, '--epochs', 3, '--size', 8, '--bs', 4, *(['--resume'] if ckpt else []))
-    text, _ = r.communicate(timeout=600)
-    assert r.returncode == 0, text[-3000:]
+    status, text = here('train', '--data', data, '--out', out, '--epochs', 3, '--size', 8, '--bs', 4, *(['--resume'] if ckpt else []), capsys=capsys)
+    assert status == 0, text[-3000:]
     assert [e['epoch'] for e in json.loads((out/'metrics.json').read_text())['epochs']] == [0, 1, 2]

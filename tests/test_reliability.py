@@ -21,6 +21,13 @@ def cli(*args, **kw):
                             stderr=subprocess.STDOUT, text=True, preexec_fn=_ctrl_c_reaches_it, **kw)
 
 
+def here(*args, capsys) -> tuple[int, str]:
+    "`xresnet-fa ARGS` in this process, for the runs whose process is not what a test is about (a reference, a resume): status, stdout + stderr"
+    status = main(list(map(str, args)))
+    c = capsys.readouterr()
+    return status, c.out + c.err
+
+
 def images(root: Path, classes=('a', 'b'), n=8, side=12, mode='RGB', seed=0):
     "n noisy images per class folder, each class a different mean, so there is something to learn"
     rng = np.random.default_rng(seed)
@@ -205,19 +212,18 @@ def epochs_done(out: Path) -> int:
     except (OSError, ValueError, KeyError): return 0
 
 
-def test_killed_run_resumes_to_the_same_weights(small, tmp_path):
-    ref = cli('train', '--data', small, '--out', tmp_path/'ref', *RUN)
-    text, _ = ref.communicate(timeout=600)
-    assert ref.returncode == 0, text[-3000:]
+def test_killed_run_resumes_to_the_same_weights(small, tmp_path, capsys):
+    "A run killed in a fresh process, resumed in another: the same weights as an uninterrupted run (in this process)"
+    status, text = here('train', '--data', small, '--out', tmp_path/'ref', *RUN, capsys=capsys)
+    assert status == 0, text[-3000:]
     p = cli('train', '--data', small, '--out', tmp_path/'cut', *RUN)
     wait_for(lambda: (tmp_path/'cut'/'checkpoint.pth').exists() and epochs_done(tmp_path/'cut') >= 1, p)
     p.send_signal(signal.SIGKILL); p.communicate(timeout=60)
     assert p.returncode == -signal.SIGKILL
     k = saved(tmp_path/'cut')['epoch']
     assert 1 <= k < 4 and not (tmp_path/'cut'/'export.pkl').exists()
-    r = cli('train', '--data', small, '--out', tmp_path/'cut', *RUN, '--resume')
-    text, _ = r.communicate(timeout=600)
-    assert r.returncode == 0, text[-3000:]
+    status, text = here('train', '--data', small, '--out', tmp_path/'cut', *RUN, '--resume', capsys=capsys)
+    assert status == 0, text[-3000:]
     a, b = saved(tmp_path/'ref'), saved(tmp_path/'cut')
     diff = max_abs_diff(a, b)
     print(f"killed after epoch {k - 1} of 0..3; resumed; max abs difference of weights and optimiser state: {diff:.1e}")
@@ -229,7 +235,7 @@ def test_killed_run_resumes_to_the_same_weights(small, tmp_path):
     assert a['recorder']['losses'] == b['recorder']['losses']  # the loss plot covers the whole run
 
 
-def test_kill_during_a_checkpoint_save_leaves_the_previous_one(small, tmp_path):
+def test_kill_during_a_checkpoint_save_leaves_the_previous_one(small, tmp_path, capsys):
     "The second save writes half its bytes, then waits to be killed: checkpoint.pth stays the first one, and resumes"
     code = ("import os, sys, time, torch\nsave = torch.save\ncalls = []\n"
             "def slow(obj, f, *a, **k):\n"
@@ -245,9 +251,8 @@ def test_kill_during_a_checkpoint_save_leaves_the_previous_one(small, tmp_path):
     [half] = (tmp_path/'out').glob('checkpoint.pth.*.tmp')  # the half-written save, under its own new name
     with pytest.raises(Exception): torch.load(half, weights_only=True)
     assert saved(tmp_path/'out')['epoch'] == 1  # the previous checkpoint, whole
-    r = cli('train', '--data', small, '--out', tmp_path/'out', *RUN, '--resume')
-    text, _ = r.communicate(timeout=600)
-    assert r.returncode == 0, text[-3000:]
+    status, text = here('train', '--data', small, '--out', tmp_path/'out', *RUN, '--resume', capsys=capsys)
+    assert status == 0, text[-3000:]
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['resumed_from_epoch'] == 1 and [e['epoch'] for e in m['epochs']] == [0, 1, 2, 3]
 
