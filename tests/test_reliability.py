@@ -275,7 +275,7 @@ def test_fine_tune_resumed_inside_either_fit_equals_uninterrupted(small, tmp_pat
         assert max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/f'cut{stop}')) <= 1e-6
 
 
-@pytest.mark.parametrize('options', [dict(channels_last=True), dict(lr='find')], ids=['channels-last', 'lr-find'])
+@pytest.mark.parametrize('options', [dict(lr='find')], ids=['lr-find'])  # channels-last, once an option here, is the CPU default every resume test runs with
 def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written to the working folder (fastai's lr_find saves weights under ./models)
     run = dict(data=small, epochs=3, size=16, bs=8, precision='32', **options)  # one precision for the runs compared (the probe may decide per run)
