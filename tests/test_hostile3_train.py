@@ -200,7 +200,7 @@ def test_pretrained_true_behind_a_proxy_that_is_not_there_fails_within_seconds(t
     env = {**os.environ, 'HF_HUB_CACHE': str(tmp_path/'empty'), 'HTTPS_PROXY': f'http://127.0.0.1:{port}', 'HTTP_PROXY': f'http://127.0.0.1:{port}'}
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
     seconds, _, message = r.stdout.strip().partition(' ')
-    assert 'the hub cannot be reached' in message and float(seconds) < 5, r.stdout + r.stderr
+    assert 'the hub cannot be reached' in message and float(seconds) < 30, r.stdout + r.stderr  # not minutes of retries (the first call imports huggingface_hub: 6.7 s once on CI)
 
 
 # -- defect 16, 24: output off a terminal -------------------------------------------------------------------------
