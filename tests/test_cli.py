@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from xresnet_fa.cli import main
+from test_reliability import small  # noqa: F401 (a fixture: 12 training and 4 validation digits per class)
 
 
 def cli(*args, env=None, timeout=600):
@@ -12,16 +13,16 @@ def cli(*args, env=None, timeout=600):
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
-def test_train_then_predict_in_fresh_processes(digits, tmp_path):
-    r = cli('train', '--data', digits, '--epochs', 1, '--size', 16, '--out', tmp_path/'out')
+def test_train_then_predict_in_fresh_processes(small, tmp_path):
+    r = cli('train', '--data', small, '--epochs', 1, '--size', 16, '--out', tmp_path/'out')
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1].startswith('valid accuracy'), r.stdout
     out = tmp_path/'out'
     assert sorted(p.name for p in out.iterdir()) == ['.lock', 'checkpoint.pth', 'confusion_matrix.png', 'export.pkl', 'loss.png', 'metrics.json']
     m = json.loads((out/'metrics.json').read_text())
-    assert m['arch'] == 'xresnet18' and m['seed'] == 42 and m['data'] == str(digits) and m['device'] == 'cpu'
+    assert m['arch'] == 'xresnet18' and m['seed'] == 42 and m['data'] == str(small) and m['device'] == 'cpu'
     assert set(m['epochs'][0]) == {'epoch', 'train_loss', 'valid_loss', 'accuracy', 'seconds'}
-    images = [sorted((digits/'valid'/d).glob('*.png'))[0] for d in '07']
+    images = [sorted((small/'valid'/d).glob('*.png'))[0] for d in '07']
     r = cli('predict', '--model', out/'export.pkl', *images)
     assert r.returncode == 0, r.stderr
     rows = [line.split('\t') for line in r.stdout.strip().splitlines()]
@@ -90,10 +91,10 @@ def test_summary_prints_the_architecture_table(capsys):
     assert '25,576,264' in text and '4.329' in text and '(2048, 7, 7)' in text
 
 
-def test_data_parallel_two_cpu_processes(digits, tmp_path):
+def test_data_parallel_two_cpu_processes(small, tmp_path):
     "accelerate launch, 2 processes on CPU (gloo) through fastai's distrib_ctx: both ranks finish, one model is saved"
     r = subprocess.run(['accelerate', 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-                        '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'xresnet_fa', 'train', '--data', str(digits),
+                        '--mixed_precision', 'no', '--dynamo_backend', 'no', '-m', 'xresnet_fa', 'train', '--data', str(small),
                         '--epochs', '1', '--size', '16', '--out', str(tmp_path/'out')],
                        capture_output=True, text=True, timeout=600, env={**os.environ, 'CUDA_VISIBLE_DEVICES': ''})
     assert r.returncode == 0, r.stderr[-3000:]
@@ -102,12 +103,12 @@ def test_data_parallel_two_cpu_processes(digits, tmp_path):
     assert json.loads((tmp_path/'out'/'metrics.json').read_text())['world_size'] == 2
 
 
-def test_train_from_a_local_weights_file(digits, tmp_path, capsys):
+def test_train_from_a_local_weights_file(small, tmp_path, capsys):
     "--pretrained FILE: fastai's vision_learner with our weights, ImageNet normalisation, fine_tune"
     import torch
     from xresnet_fa import xresnet18
     torch.save(xresnet18().state_dict(), tmp_path/'w.pth')
-    status = main(['train', '--data', str(digits), '--epochs', '1', '--size', '16', '--pretrained', str(tmp_path/'w.pth'), '--out', str(tmp_path/'out')])
+    status = main(['train', '--data', str(small), '--epochs', '1', '--size', '16', '--pretrained', str(tmp_path/'w.pth'), '--out', str(tmp_path/'out')])
     assert status == 0, capsys.readouterr().err[-2000:]
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['pretrained'] == str(tmp_path/'w.pth') and len(m['epochs']) >= 1
