@@ -213,7 +213,7 @@ def epochs_done(out: Path) -> int:
 
 
 def test_killed_run_resumes_to_the_same_weights(small, tmp_path, capsys):
-    "A run killed in a fresh process, resumed in another: the same weights as an uninterrupted run (in this process)"
+    "A run killed in its own process, then resumed in this one: the same weights as an uninterrupted run"
     status, text = here('train', '--data', small, '--out', tmp_path/'ref', *RUN, capsys=capsys)
     assert status == 0, text[-3000:]
     p = cli('train', '--data', small, '--out', tmp_path/'cut', *RUN)
@@ -275,10 +275,9 @@ def test_fine_tune_resumed_inside_either_fit_equals_uninterrupted(small, tmp_pat
         assert max_abs_diff(saved(tmp_path/'full'), saved(tmp_path/f'cut{stop}')) <= 1e-6
 
 
-@pytest.mark.parametrize('options', [dict(lr='find')], ids=['lr-find'])  # channels-last, once an option here, is the CPU default every resume test runs with
-def test_resume_with_options_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, options, monkeypatch):
+def test_resume_with_lr_find_equals_uninterrupted_and_a_finished_run_resumes_as_is(small, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # nothing may be written to the working folder (fastai's lr_find saves weights under ./models)
-    run = dict(data=small, epochs=3, size=16, bs=8, precision='32', **options)  # one precision for the runs compared (the probe may decide per run)
+    run = dict(data=small, epochs=3, size=16, bs=8, precision='32', lr='find')  # one precision for the runs compared (the probe may decide per run)
     train(**run, out=tmp_path/'full')
     class Stop(RunCallback):
         order = 80
